@@ -1,0 +1,203 @@
+"""The in-memory data module every data family builds on.
+
+All supported data sets fit in RAM, so each is decoded once into two tensors,
+normalized once, and served by indexing those tensors with a whole batch of indices.
+That removes the per-sample Python call and collate that dominate a classic
+``Dataset``/``DataLoader`` epoch on small models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from src.errors import ConfigError
+
+TASKS = ("classification", "regression")
+
+
+@dataclass
+class Splits:
+    """Indices into the pooled examples (and, when a data set ships one, its own test set)."""
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+
+
+def split_indices(
+    num_examples: int,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    fold: int | None = None,
+    num_folds: int | None = None,
+) -> Splits:
+    """Split ``range(num_examples)`` into train/val/test, the single way every module splits.
+
+    The test part is always the same for a given seed, whatever the fold, so k-fold
+    cross-validation (fold i of k is the validation part, the rest of the non-test pool
+    trains) and the plain split (``val_fraction`` of the pool validates) are compared on
+    one held-out set. ``test_fraction=0`` leaves the test part empty, for data sets that
+    ship their own test split.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(num_examples, generator=generator)
+    num_test = round(num_examples * test_fraction)
+    test, pool = order[:num_test], order[num_test:]
+    if num_folds is None:
+        num_val = round(len(pool) * val_fraction)
+        return Splits(train=pool[num_val:], val=pool[:num_val], test=test)
+    if fold is None or not 0 <= fold < num_folds:
+        raise ConfigError(f"data.fold must be in 0..{num_folds - 1} when num_folds={num_folds}")
+    folds = torch.tensor_split(pool, num_folds)
+    train = torch.cat([part for i, part in enumerate(folds) if i != fold])
+    return Splits(train=train, val=folds[fold], test=test)
+
+
+class TensorBatches(Dataset):
+    """A dataset whose ``__getitems__`` returns a whole batch by tensor indexing.
+
+    ``DataLoader`` calls ``__getitems__`` with the sampler's batch of indices, so shuffling,
+    distributed sampling and ``drop_last`` keep working exactly as users know them.
+    """
+
+    def __init__(self, inputs: Tensor, targets: Tensor) -> None:
+        self.inputs = inputs
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.inputs[index], self.targets[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices)
+        return self.inputs[index], self.targets[index]
+
+
+def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Collate function for batches that ``TensorBatches`` already assembled."""
+    return batch
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Loads a data set once, splits it by (seed, fold) and serves batches from tensors.
+
+    Subclasses implement :meth:`load`, returning the decoded examples, and may override
+    :meth:`fit_normalization` / :meth:`normalize_inputs`. Everything else (splitting,
+    normalizing with training statistics only, loaders) is shared.
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str,
+        input_shape: list[int],
+        num_outputs: int,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 42,
+        fold: int | None = None,
+        num_folds: int | None = None,
+        pin_memory: bool = False,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigError(f"data.task must be one of {TASKS}, got {task!r}")
+        self.task = task
+        self.input_shape = list(input_shape)
+        self.num_outputs = num_outputs
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.fold = fold
+        self.num_folds = num_folds
+        self.pin_memory = pin_memory
+        # The metric that picks the best checkpoint depends on the task, which this declares.
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        self.datasets: dict[str, TensorBatches] = {}
+
+    # -- what subclasses provide -------------------------------------------------------
+    def load(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """Return ``(inputs, targets, own_test)``; ``own_test`` is a shipped test split."""
+        raise NotImplementedError
+
+    def fit_normalization(self, train_inputs: Tensor) -> None:
+        """Learn normalization statistics from the training split only."""
+        self.mean = train_inputs.mean()
+        self.std = train_inputs.std().clamp_min(1e-8)
+
+    def normalize_inputs(self, inputs: Tensor) -> Tensor:
+        return (inputs - self.mean) / self.std
+
+    # -- shared machinery ----------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        inputs, targets, own_test = self.load()
+        splits = split_indices(
+            len(targets),
+            val_fraction=self.val_fraction,
+            test_fraction=0.0 if own_test is not None else self.test_fraction,
+            seed=self.split_seed,
+            fold=self.fold,
+            num_folds=self.num_folds,
+        )
+        test_inputs, test_targets = (
+            own_test if own_test is not None else (inputs[splits.test], targets[splits.test])
+        )
+        train_inputs = inputs[splits.train].float()
+        self.fit_normalization(train_inputs)
+        parts = {
+            "train": (train_inputs, targets[splits.train]),
+            "val": (inputs[splits.val], targets[splits.val]),
+            "test": (test_inputs, test_targets),
+        }
+        self.datasets = {
+            name: TensorBatches(self.normalize_inputs(x.float()).contiguous(), self.cast_targets(y))
+            for name, (x, y) in parts.items()
+        }
+
+    def cast_targets(self, targets: Tensor) -> Tensor:
+        if self.task == "classification":
+            return targets.long()
+        return targets.float().reshape(len(targets), -1)
+
+    def loader(self, name: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=keep_batch,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to preprocess new inputs: plain values and tensors only."""
+        return {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.std = state["mean"], state["std"]

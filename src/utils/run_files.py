@@ -1,0 +1,83 @@
+"""What a run folder records besides checkpoints: resolved config, provenance, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+KEY_PACKAGES = ("torch", "lightning", "torchmetrics", "hydra-core", "torchvision", "scikit-learn")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def git_state(repo: Path) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain")) if commit else None
+    return {"commit": commit or None, "dirty": dirty}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config with every ``${...}`` resolved, without Hydra's own settings."""
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in cfg.items()
+        if key != "hydra"
+    }
+
+
+def record_run(cfg: DictConfig, output_dir: Path) -> None:
+    """Save the resolved config and where it came from (code version, packages, command)."""
+    write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)))
+    info = {
+        "command": [sys.executable, *sys.argv],
+        "git": git_state(Path(cfg.paths.root_dir)),
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+    }
+    write_atomic(output_dir / "run_info.json", json.dumps(info, indent=2) + "\n")
+
+
+def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
+    write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """Print the composed config as a tree, one branch per top-level group."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in resolved_config(cfg).items():
+        text = OmegaConf.to_yaml(value) if isinstance(value, dict | list) else str(value)
+        tree.add(f"[bold]{key}[/bold]").add(rich.syntax.Syntax(text.rstrip(), "yaml"))
+    rich.print(tree)

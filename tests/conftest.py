@@ -1,0 +1,101 @@
+"""Shared fixtures: compose configs the way the CLI does, and write tiny data sets."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import src  # noqa: F401 - sets PROJECT_ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Small, fast and quiet: no progress bar or model summary to print, no logger files.
+QUIET = [
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=none",
+]
+
+
+def compose_config(
+    overrides: Sequence[str], output_dir: Path, config_name: str = "train"
+) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` as ``python src/<config_name>.py`` would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name,
+            overrides=[*overrides, f"paths.output_dir={output_dir}"],
+            return_hydra_config=True,
+        )
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the training config with quiet defaults and outputs under ``tmp_path``."""
+
+    def make(*overrides: str, quiet: bool = True, config_name: str = "train") -> DictConfig:
+        extra = QUIET if quiet else []
+        return compose_config([*extra, *overrides], tmp_path / "run", config_name)
+
+    return make
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + np.array(array.shape, dtype=">i4").tobytes()
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture
+def tiny_idx_root(tmp_path: Path) -> Path:
+    """A data_dir holding 80 train and 40 test 28x28 images for each torchvision set."""
+    rng = np.random.default_rng(0)
+    for name in ("MNIST", "FashionMNIST", "KMNIST"):
+        raw = tmp_path / "idx" / name / "raw"
+        raw.mkdir(parents=True)
+        for prefix, count in (("train", 80), ("t10k", 40)):
+            labels = np.arange(count) % 10
+            images = rng.integers(0, 60, size=(count, 28, 28))
+            images[np.arange(count), labels * 2 + 4, 4:24] = 255  # a label-dependent stroke
+            write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
+            write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return tmp_path / "idx"
+
+
+HOUSING_HEADER = (
+    "MedInc,HouseAge,AveRooms,AveBedrms,Population,AveOccup,Latitude,Longitude,MedHouseVal"
+)
+
+
+@pytest.fixture
+def tiny_housing_csv(tmp_path: Path) -> Path:
+    """200 rows in the column form of fetch_california_housing(as_frame=True)."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 8)) + 3.0
+    target = features @ rng.normal(size=8) * 0.1 + 2.0
+    path = tmp_path / "housing.csv"
+    rows = [",".join(f"{v:.5f}" for v in [*f, t]) for f, t in zip(features, target, strict=True)]
+    path.write_text("\n".join([HOUSING_HEADER, *rows]) + "\n")
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real reference data beside the repository; absent in a user's clone."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real reference data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,96 @@
+"""Bad input: a clear message before any work, and no run folder that looks like a result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torchvision.datasets
+from hydra.errors import ConfigCompositionException
+
+from src.errors import ConfigError, DataUnavailableError
+from src.train import run_reporting_errors, train
+
+
+def run_expecting_exit(cfg) -> str:
+    """Run as the CLI does; return the message it exits with, check the folder is gone."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True)
+    (output_dir / ".hydra").mkdir()  # what Hydra writes before the job starts
+    with pytest.raises(SystemExit) as excinfo:
+        run_reporting_errors(train, cfg)
+    assert not output_dir.exists()
+    return str(excinfo.value.code)
+
+
+def test_unknown_option_is_refused_by_hydra(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="optimizer.lrate"):
+        make_cfg("optimizer.lrate=0.1")
+
+
+def test_unsupported_pair_names_the_pairs_that_work(make_cfg, tiny_housing_csv):
+    message = run_expecting_exit(
+        make_cfg("model=lenet", "data=california", f"data.csv_path={tiny_housing_csv}")
+    )
+    assert "LeNet5 cannot train on this data" in message
+    assert "model=mlp trains on any data" in message and "model=linreg" in message
+
+
+def test_linreg_on_classification_data_is_refused(make_cfg):
+    with pytest.raises(ConfigError, match="regression data"):
+        train(make_cfg("model=linreg", "data=synthetic"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 must be a positive number"),
+        ("model.net.activation=swish", "model.net.activation='swish' is unknown"),
+        ("model.net.hidden_sizes=[64,0]", "hidden_sizes=[64, 0] must be positive integers"),
+        ("data.val_fraction=1.5", "data.val_fraction=1.5 must be in [0, 1)"),
+    ],
+)
+def test_bad_values_are_reported_before_training(make_cfg, override, expected):
+    assert expected in run_expecting_exit(make_cfg(override))
+
+
+def test_every_problem_is_listed_at_once(make_cfg):
+    message = run_expecting_exit(make_cfg("data.batch_size=-1", "optimizer.lr=0"))
+    assert "data.batch_size" in message and "optimizer.lr" in message
+
+
+def test_missing_mnist_offline_names_folder_files_and_alternative(make_cfg, tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    message = run_expecting_exit(make_cfg("model=lenet", f"data.data_dir={tmp_path / 'empty'}"))
+    assert str(tmp_path / "empty" / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message and "data=digits" in message
+
+
+def test_download_false_with_missing_files(make_cfg, tmp_path):
+    with pytest.raises(DataUnavailableError, match="t10k-labels-idx1-ubyte"):
+        train(make_cfg("data=kmnist", f"data.data_dir={tmp_path}", "data.download=false"))
+
+
+def test_csv_with_wrong_columns_names_them(make_cfg, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("MedInc,HouseAge,Rooms,MedHouseVal\n1,2,3,4\n")
+    message = run_expecting_exit(make_cfg("model=linreg", f"data.csv_path={bad}"))
+    assert "'AveRooms'" in message and "'Rooms'" in message
+
+
+def test_csv_path_that_does_not_exist(make_cfg, tmp_path):
+    message = run_expecting_exit(make_cfg("model=linreg", f"data.csv_path={tmp_path / 'no.csv'}"))
+    assert "no.csv does not exist" in message
+
+
+def test_gpu_trainer_without_gpu_suggests_cpu(make_cfg):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    message = run_expecting_exit(make_cfg("trainer=gpu"))
+    assert "trainer=cpu" in message

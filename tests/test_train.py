@@ -1,0 +1,132 @@
+"""Training through the same ``train(cfg)`` the CLI calls: every pair, learning, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.train import train
+
+IMAGE_SETS = ["mnist", "fashion_mnist", "kmnist"]
+
+
+def data_overrides(data: str, idx_root: Path, housing_csv: Path) -> list[str]:
+    if data in IMAGE_SETS:
+        return [f"data={data}", f"data.data_dir={idx_root}", "data.download=false"]
+    if data == "california":
+        return ["data=california", f"data.csv_path={housing_csv}"]
+    return [f"data={data}"]
+
+
+SUPPORTED_PAIRS = (
+    [
+        ("mlp", data)
+        for data in ["synthetic", "synthetic_regression", "digits", *IMAGE_SETS, "california"]
+    ]
+    + [("lenet", data) for data in ["digits", *IMAGE_SETS]]
+    + [("linreg", data) for data in ["california", "synthetic_regression"]]
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "data"), SUPPORTED_PAIRS, ids=[f"{m}-{d}" for m, d in SUPPORTED_PAIRS]
+)
+def test_fast_dev_run_trains_and_tests_every_supported_pair(
+    model, data, make_cfg, tiny_idx_root, tiny_housing_csv
+):
+    cfg = make_cfg(
+        f"model={model}",
+        *data_overrides(data, tiny_idx_root, tiny_housing_csv),
+        "trainer.fast_dev_run=true",
+    )
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+    assert ("test/acc" in metrics) == (cfg.data.task == "classification")
+    assert ("test/r2" in metrics) == (cfg.data.task == "regression")
+
+
+def test_model_alone_selects_its_natural_data(make_cfg):
+    assert make_cfg("model=mlp").data.input_shape == [20]
+    assert make_cfg("model=lenet").data.name == "MNIST"
+    assert make_cfg("model=linreg").data._target_.endswith("CaliforniaDataModule")
+    assert make_cfg("model=lenet", "data=digits").data._target_.endswith("DigitsDataModule")
+
+
+def test_full_run_writes_checkpoints_config_and_metrics_and_tests_the_best(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=2", "data.num_samples=2000", "logger=tensorboard")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert {"best.ckpt", "last.ckpt"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert saved["best_model_path"] == str(run / "checkpoints" / "best.ckpt")
+    assert saved["wall_time_s"] > 0
+    assert "${" not in (run / "config.yaml").read_text()
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["packages"]["torch"] == torch.__version__.split("+")[0]
+    # Checkpoints hold plain values only: they load under torch's safe default.
+    checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["net"]["_target_"] == "src.models.nets.MLP"
+
+
+def test_mlp_learns_synthetic_classification_well_above_chance(make_cfg):
+    metrics = train(make_cfg("trainer.max_epochs=3", "data.num_samples=3000", "optimizer.lr=0.01"))
+    assert metrics["test/acc"] > 0.85  # 4 classes: chance is 0.25
+
+
+def test_linreg_recovers_the_teacher_weights(make_cfg):
+    cfg = make_cfg(
+        "model=linreg",
+        "data=synthetic_regression",
+        "data.num_samples=2000",
+        "data.noise=0.05",
+        "trainer.max_epochs=8",
+        "optimizer.lr=0.05",
+    )
+    metrics = train(cfg)
+    state = torch.load(metrics["best_model_path"], weights_only=True)["state_dict"]
+    from src.data.synthetic import SyntheticDataModule
+
+    teacher = SyntheticDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    assert torch.allclose(state["net.linear.weight"], teacher.true_weight.T, atol=0.02)
+    assert torch.allclose(state["net.linear.bias"], teacher.true_bias, atol=0.02)
+    assert metrics["test/mse"] < 2 * 0.05**2
+
+
+def test_seed_makes_runs_repeatable(make_cfg):
+    first = train(make_cfg("trainer.max_epochs=1", "data.num_samples=1000", "seed=7"))
+    second = train(make_cfg("trainer.max_epochs=1", "data.num_samples=1000", "seed=7"))
+    assert first["test/acc"] == second["test/acc"]
+    assert first["train/loss"] == second["train/loss"]
+
+
+def test_test_false_skips_testing(make_cfg):
+    metrics = train(make_cfg("trainer.fast_dev_run=true", "test=false"))
+    assert "val/acc" in metrics and not any(name.startswith("test/") for name in metrics)
+
+
+def test_real_california_housing_csv(make_cfg, shared_data):
+    cfg = make_cfg(
+        "model=linreg",
+        f"data.csv_path={shared_data / 'california_housing.csv'}",
+        "trainer.max_epochs=1",
+    )
+    metrics = train(cfg)
+    assert metrics["test/mse"] < 1.0  # predicting the mean gives about 1.3
+
+
+def test_real_mnist_test_split(make_cfg, shared_data):
+    cfg = make_cfg(
+        "model=lenet",
+        f"data.data_dir={shared_data}",
+        "data.train_from=test",
+        "data.download=false",
+        "trainer.limit_train_batches=40",
+        "trainer.max_epochs=1",
+    )
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.6  # 40 batches of real digits; chance is 0.1
