@@ -14,3 +14,7 @@ class ConfigError(UserError):
 
 class DataUnavailableError(UserError):
     """A data set is missing locally and cannot be downloaded."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run stops before saving the bad weights."""

@@ -8,12 +8,13 @@ That removes the per-sample Python call and collate that dominate a classic
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from src.errors import ConfigError
 
@@ -80,6 +81,27 @@ class TensorBatches(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices)
         return self.inputs[index], self.targets[index]
+
+
+class EpochShuffle(RandomSampler):
+    """Shuffles each epoch into an order that is a pure function of (seed, epoch).
+
+    A run resumed from a checkpoint therefore sees the same batches as an uninterrupted
+    one. Lightning calls ``set_epoch`` as it does for a ``DistributedSampler``, and, this
+    being a ``RandomSampler``, swaps in a ``DistributedSampler`` (seeded the same way) for DDP.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**64)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -178,10 +200,12 @@ class InMemoryDataModule(L.LightningDataModule):
         return targets.float().reshape(len(targets), -1)
 
     def loader(self, name: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        dataset = self.datasets[name]
+        # torch.initial_seed() is the run's seed once seed_everything has set it.
         return DataLoader(
-            self.datasets[name],
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(dataset, torch.initial_seed()) if shuffle else None,
             collate_fn=keep_batch,
             pin_memory=self.pin_memory,
         )

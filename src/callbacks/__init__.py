@@ -1,0 +1,1 @@
+"""Lightning callbacks the project adds to every Trainer or offers in configs/callbacks/."""

@@ -1,0 +1,99 @@
+"""Ctrl-C and SIGTERM end a run with a resumable checkpoint, a resume command, exit 130/143.
+
+Lightning already does the hard part: on Ctrl-C it calls every callback's
+``on_exception`` and exits with 1; on SIGTERM its signal connector stops the loop after
+the current batch (``SIGTERMException``, exit 0). Neither says what to do next, and exit
+codes 1 and 0 hide from a shell or scheduler that the run was interrupted.
+:func:`exit_resumably` wraps ``trainer.fit`` to add exactly that.
+
+A checkpoint taken in the middle of an epoch cannot be resumed exactly (the data order
+of the remaining batches is lost), so an interrupted run resumes from ``last.ckpt``,
+which ``ModelCheckpoint`` writes at the end of every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
+
+
+@contextmanager
+def exit_resumably(trainer: L.Trainer, cfg: DictConfig) -> Iterator[None]:
+    """Turn Lightning's interrupt exits into a message, a resume command and exit 130/143."""
+    try:
+        yield
+    except SIGTERMException:
+        stop(trainer, cfg, signal.SIGTERM)
+    except SystemExit as error:
+        if not isinstance(error.__context__, KeyboardInterrupt):
+            raise
+        stop(trainer, cfg, signal.SIGINT)
+    except KeyboardInterrupt:
+        stop(trainer, cfg, signal.SIGINT)
+
+
+def stop(trainer: L.Trainer, cfg: DictConfig, signum: signal.Signals) -> None:
+    if trainer.is_global_zero:
+        message = interrupt_report(trainer, cfg, signum.name)
+        log.warning("%s", message)
+        print(message, file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CODES[signum]) from None
+
+
+def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> str:
+    epochs_done = trainer.fit_loop.epoch_progress.current.completed
+    batches_into_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    where = f"{signal_name} at step {trainer.global_step}"
+    last = last_checkpoint(trainer)
+    if last is None:
+        return (
+            f"Training stopped by {where}, before any epoch completed: there is no checkpoint "
+            "to resume from. Run the same command again to start over."
+        )
+    lost = (
+        f"The {batches_into_epoch} batches of epoch {epochs_done} are not in it (a mid-epoch "
+        "state cannot be resumed exactly), so training resumes at the start of that epoch. "
+        if batches_into_epoch
+        else ""
+    )
+    return (
+        f"Training stopped by {where}. {last} holds the end of epoch {epochs_done - 1}, the "
+        f"last complete one. {lost}Resume with:\n  {resume_command(cfg, last)}"
+    )
+
+
+def last_checkpoint(trainer: L.Trainer) -> Path | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.last_model_path:
+        path = Path(callback.last_model_path)
+        return path if path.is_file() else None
+    return None
+
+
+def resume_command(cfg: DictConfig, checkpoint: Path) -> str:
+    """The command line that reruns this job's overrides from ``checkpoint``."""
+    overrides = [
+        item
+        for item in HydraConfig.get().overrides.task
+        if not item.lstrip("+~").startswith("ckpt_path=")
+    ]
+    script = Path(cfg.paths.root_dir) / "src" / "train.py"
+    if script.resolve().is_relative_to(Path.cwd().resolve()):
+        script = script.resolve().relative_to(Path.cwd().resolve())
+    words = ["python", str(script), *overrides, f"ckpt_path={checkpoint.resolve()}"]
+    return " ".join(shlex.quote(word) for word in words)
