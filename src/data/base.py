@@ -220,8 +220,16 @@ class InMemoryDataModule(L.LightningDataModule):
         return self.loader("test", shuffle=False, batch_size=self.eval_batch_size)
 
     def state_dict(self) -> dict:
-        """What a checkpoint needs to preprocess new inputs: plain values and tensors only."""
-        return {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
+        """What a checkpoint needs to preprocess new inputs: plain values and tensors only.
+
+        ``src/predict.py`` reads it back, so predicting needs neither the data nor this
+        class. Feature rows name their columns (``x0``, ``x1``, ... unless a data set has
+        names); image modules add ``pixel_max``, the value a white pixel has in ``load``.
+        """
+        state = {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
+        if len(self.input_shape) == 1:
+            state["feature_names"] = [f"x{i}" for i in range(self.input_shape[0])]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.mean, self.std = state["mean"], state["std"]

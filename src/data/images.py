@@ -107,6 +107,9 @@ class TorchvisionImagesDataModule(InMemoryDataModule):
         images = read_idx(find_idx(self.raw_dir, images_stem))
         return images.unsqueeze(1), read_idx(find_idx(self.raw_dir, labels_stem))
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "pixel_max": 255.0}  # uint8 pixels, as in the IDX files
+
     def load(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         self.prepare_data()
         if self.train_from == "test":
@@ -132,3 +135,6 @@ class DigitsDataModule(InMemoryDataModule):
             images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
         )
         return images, torch.from_numpy(digits.target), None
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "pixel_max": 1.0}  # the 0..16 values divided by 16

@@ -1,0 +1,88 @@
+"""Predict on new inputs: ``python src/predict.py ckpt_path=PATH input=FILE_OR_FOLDER``.
+
+checkpoint -> inputs preprocessed with the statistics saved in it -> model rebuilt from
+it -> ``Trainer.predict`` -> predictions.csv (class and per-class probabilities, or the
+regressed values). Needs neither the training data nor the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+import src  # noqa: F401 - sets PROJECT_ROOT for the configs
+from src.data.base import TensorBatches, keep_batch
+from src.data.raw_inputs import preprocessing_state, read_inputs
+from src.errors import ConfigError
+from src.eval import checkpoint_path
+from src.models.module import SupervisedModule
+from src.train import build_trainer, run_reporting_errors
+from src.utils.ckpt import load_checkpoint
+from src.utils.run_files import print_config_tree, record_run, write_atomic
+
+
+def predictions_csv(names: list[str], outputs: torch.Tensor, task: str) -> str:
+    """One row per input: ``input,class,prob_0,...`` or ``input,prediction`` (``_k`` per output)."""
+    if task == "classification":
+        header = ["input", "class", *(f"prob_{k}" for k in range(outputs.shape[1]))]
+        rows = [
+            [name, int(row.argmax()), *row.tolist()]
+            for name, row in zip(names, outputs, strict=True)
+        ]
+    else:
+        columns = (
+            ["prediction"]
+            if outputs.shape[1] == 1
+            else [f"prediction_{k}" for k in range(outputs.shape[1])]
+        )
+        header = ["input", *columns]
+        rows = [[name, *row.tolist()] for name, row in zip(names, outputs, strict=True)]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([header, *rows])
+    return text.getvalue()
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Write ``predictions.csv`` for ``cfg.input`` into the run folder; return its path."""
+    started = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = checkpoint_path(cfg)
+    if cfg.get("input") is None:
+        raise ConfigError(
+            "no input given: pass input=FILE_OR_FOLDER (a CSV of feature rows for tabular "
+            "models, a folder of PNG images or an .npy array for image models)."
+        )
+    state = preprocessing_state(load_checkpoint(ckpt_path))
+    names, inputs = read_inputs(Path(cfg.input), state)
+
+    model = SupervisedModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    trainer = build_trainer(cfg)
+    record_run(cfg, output_dir)
+    batches = DataLoader(
+        TensorBatches(inputs, torch.zeros(len(inputs))),
+        batch_size=cfg.batch_size,
+        collate_fn=keep_batch,
+    )
+    outputs = torch.cat(trainer.predict(model, dataloaders=batches)).float().cpu()
+
+    path = output_dir / "predictions.csv"
+    write_atomic(path, predictions_csv(names, outputs, model.hparams.task))
+    print(f"{len(names)} predictions in {path} ({time.perf_counter() - started:.1f} s)")
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    print_config_tree(cfg)
+    run_reporting_errors(predict, cfg)
+
+
+if __name__ == "__main__":
+    main()

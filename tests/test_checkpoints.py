@@ -1,0 +1,128 @@
+"""Resume, ``ckpt_path=last``, eval of a checkpoint, and bad ``ckpt_path`` values."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from src.errors import ConfigError
+from src.eval import evaluate
+from src.train import run_reporting_errors, train
+from src.utils.ckpt import find_last_checkpoint
+from tests.conftest import QUIET, compose_config
+
+# 200 samples: 144 train rows, 3 batches of 64 per epoch.
+TINY = [*QUIET, "data.num_samples=200"]
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="module")
+def trained_run(log_dir: Path) -> Path:
+    """Two epochs of two batches each: 4 optimizer steps."""
+    run = log_dir / "train" / "runs" / "first"
+    overrides = [*TINY, f"paths.log_dir={log_dir}", "trainer.max_epochs=2"]
+    train(compose_config([*overrides, "trainer.limit_train_batches=2"], run))
+    return run
+
+
+def test_resume_from_last_continues_the_run_with_its_optimizer_state(trained_run, log_dir):
+    resumed = log_dir / "train" / "runs" / "resumed"
+    train(
+        compose_config(
+            [*TINY, f"paths.log_dir={log_dir}", "trainer.max_epochs=3", "ckpt_path=last"], resumed
+        )
+    )
+    checkpoint = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 2  # epochs 0 and 1 before the resume, 2 after it
+    # 2 + 2 limited steps before, 3 full-epoch steps after; from scratch it would be 9.
+    assert checkpoint["global_step"] == 7
+    assert int(checkpoint["optimizer_states"][0]["state"][0]["step"]) == 7  # Adam's count
+    recorded = OmegaConf.load(resumed / "config.yaml").ckpt_path
+    assert recorded == str(trained_run / "checkpoints" / "last.ckpt")
+
+
+def test_last_is_the_newest_last_ckpt_of_runs_and_multiruns(tmp_path):
+    paths = [
+        tmp_path / "runs" / "a" / "checkpoints" / "last.ckpt",
+        tmp_path / "multiruns" / "b" / "0" / "checkpoints" / "last.ckpt",
+        tmp_path / "runs" / "c" / "checkpoints" / "last.ckpt",
+    ]
+    for age, path in zip([30, 10, 20], paths, strict=True):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        os.utime(path, (1e9 - age, 1e9 - age))
+    assert find_last_checkpoint(tmp_path) == paths[1]
+    with pytest.raises(ConfigError, match="found no last.ckpt"):
+        find_last_checkpoint(tmp_path / "runs" / "a" / "checkpoints" / "none")
+
+
+def test_eval_reproduces_the_training_runs_test_metrics(trained_run, tmp_path):
+    best = trained_run / "checkpoints" / "best.ckpt"
+    metrics = evaluate(compose_config([*QUIET, f"ckpt_path={best}"], tmp_path, "eval"))
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    assert trained["best_model_path"] == str(best)
+    assert metrics["test/acc"] == trained["test/acc"]
+    assert metrics["test/loss"] == trained["test/loss"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test/acc"] == trained["test/acc"] and saved["ckpt_path"] == str(best)
+
+
+def test_eval_on_data_of_another_shape_is_refused(trained_run, tmp_path, tiny_housing_csv):
+    best = trained_run / "checkpoints" / "best.ckpt"
+    overrides = [f"ckpt_path={best}", "data=california", f"data.csv_path={tiny_housing_csv}"]
+    with pytest.raises(ConfigError, match=r"MLP, classification on input shape \[20\].*\[8\]"):
+        evaluate(compose_config(overrides, tmp_path / "run", "eval"))
+
+
+def test_eval_without_the_run_config_asks_for_data(trained_run, tmp_path):
+    lone = tmp_path / "lone" / "model.ckpt"
+    lone.parent.mkdir()
+    lone.write_bytes((trained_run / "checkpoints" / "best.ckpt").read_bytes())
+    with pytest.raises(ConfigError, match="data=NAME"):
+        evaluate(compose_config([f"ckpt_path={lone}"], tmp_path / "run", "eval"))
+
+
+def test_resuming_with_another_model_names_the_runs_overrides(trained_run, log_dir, tmp_path):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    overrides = [*TINY, f"ckpt_path={last}", "model.net.hidden_sizes=[8]"]
+    with pytest.raises(ConfigError, match="holds a different model"):
+        train(compose_config(overrides, tmp_path / "run"))
+
+
+def write_not_a_checkpoint(path: Path, kind: str) -> None:
+    if kind == "text":
+        path.write_text("not a checkpoint\n")
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "does not exist"),
+        ("text", "is not a readable checkpoint"),
+        ("tensors", "not a Lightning checkpoint"),
+    ],
+)
+@pytest.mark.parametrize("config_name", ["train", "eval"])
+def test_bad_ckpt_path_exits_before_any_work(config_name, kind, message, tmp_path):
+    path = tmp_path / "model.ckpt"
+    if kind != "missing":
+        write_not_a_checkpoint(path, kind)
+    output_dir = tmp_path / "run"
+    cfg = compose_config([*QUIET, f"ckpt_path={path}"], output_dir, config_name)
+    (output_dir / ".hydra").mkdir(parents=True)  # what Hydra writes before the job starts
+    task = train if config_name == "train" else evaluate
+    with pytest.raises(SystemExit) as excinfo:
+        run_reporting_errors(task, cfg)
+    assert message in str(excinfo.value.code)
+    assert not output_dir.exists()
