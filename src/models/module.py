@@ -86,16 +86,20 @@ class SupervisedModule(L.LightningModule):
         self.train_loss_sum.zero_()
         self.train_count.zero_()
 
-    def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> None:
+    def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> Tensor:
         x, y = batch
         output = self.net(x)
         loss_metric.update(self.loss_fn(output, y), weight=len(y))
         metrics.update(output.argmax(dim=1) if self.task == "classification" else output, y)
+        return output
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluate(batch, self.val_loss, self.val_metrics)
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Returns the net's output, which Lightning hands to the callbacks that draw the
+        validation set (confusion matrix, samples): they need no second forward pass."""
+        output = self.evaluate(batch, self.val_loss, self.val_metrics)
         self.log("val/loss", self.val_loss)
         self.log_dict(self.val_metrics)
+        return output
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.evaluate(batch, self.test_loss, self.test_metrics)

@@ -1,0 +1,95 @@
+"""What the model sees and what it is: training inputs, the graph, weight histograms.
+
+``TrainInputs`` is cheap (one grid per run) and on by default; ``ModelGraph`` and
+``ParameterHistograms`` are opt-in because tracing and histogramming every parameter
+cost time. All three do nothing without a TensorBoard logger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from src.callbacks.tensorboard import tensorboard_logger
+
+
+class OncePerFit(Callback):
+    """Base: acts on the first training batch of a fit, with the TensorBoard logger."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.done = tensorboard_logger(trainer) is None or not trainer.is_global_zero
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        inputs = batch[0] if isinstance(batch, tuple | list) else batch
+        self.use(tensorboard_logger(trainer), pl_module, inputs.detach(), trainer.global_step)
+
+    def use(
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, inputs: Any, step: int
+    ) -> None:
+        raise NotImplementedError
+
+
+class TrainInputs(OncePerFit):
+    """``train/inputs``: the first training batch as the model receives it (after
+    normalization and any augmentation), rescaled to the grid's range; image data only.
+    """
+
+    def __init__(self, num_images: int = 64) -> None:
+        super().__init__()
+        self.num_images = num_images
+
+    def use(
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, inputs: Any, step: int
+    ) -> None:
+        if not (isinstance(inputs, torch.Tensor) and inputs.dim() == 4):
+            return
+        from torchvision.utils import make_grid
+
+        images = inputs[: self.num_images].float().cpu()
+        grid = make_grid(images, nrow=8, normalize=True, pad_value=1.0)
+        logger.experiment.add_image("train/inputs", grid, global_step=step)
+
+
+class ModelGraph(OncePerFit):
+    """The net's graph (TensorBoard's Graphs tab), traced on one training example."""
+
+    def use(
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, inputs: Any, step: int
+    ) -> None:
+        logger.experiment.add_graph(pl_module, inputs[:1])
+
+
+class ParameterHistograms(Callback):
+    """``weights/<name>`` and ``gradients/<name>`` histograms every ``every_n_epochs`` epochs.
+
+    The gradients are those of the epoch's last optimizer step.
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = tensorboard_logger(trainer)
+        if logger is None or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        writer, step = logger.experiment, trainer.global_step
+        for name, parameter in pl_module.named_parameters():
+            writer.add_histogram(f"weights/{name}", parameter.detach().cpu(), step)
+            if parameter.grad is not None:
+                writer.add_histogram(f"gradients/{name}", parameter.grad.detach().cpu(), step)

@@ -1,0 +1,92 @@
+"""Scalars beside the module's per-epoch metrics: step loss, learning rate, epoch timing.
+
+They go to every logger of the run (TensorBoard and CSV alike) and cost nothing without
+one. None of them reads a device value on a step that does not log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from lightning.pytorch import callbacks
+
+
+def log_to_all(trainer: L.Trainer, values: dict[str, float]) -> None:
+    for logger in trainer.loggers:
+        logger.log_metrics(values, step=trainer.global_step)
+
+
+class StepLoss(callbacks.Callback):
+    """Logs ``train/loss_step`` every ``trainer.log_every_n_steps`` optimizer steps.
+
+    The training step logs only the epoch mean (a per-step ``self.log`` costs time on small
+    models); reading the step's loss here, on logging steps only, keeps the host-device
+    sync off every other step.
+    """
+
+    def __init__(self) -> None:
+        self.last_logged_step = -1
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        step = trainer.global_step
+        if not trainer.loggers or step % trainer.log_every_n_steps or step == self.last_logged_step:
+            return
+        self.last_logged_step = step  # several batches share a step when gradients accumulate
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is not None:
+            log_to_all(trainer, {"train/loss_step": float(loss)})
+
+
+class LearningRateMonitor(callbacks.LearningRateMonitor):
+    """Lightning's monitor (``lr-<Optimizer>``), silent without a logger where it would raise."""
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class EpochTimer(callbacks.Callback):
+    """Logs ``time/epoch_s`` (training and validation) and ``time/train_samples_per_s``.
+
+    Throughput counts training time only, from the epoch's start to its last training
+    batch, so a slow validation does not hide a fast training loop.
+    """
+
+    def __init__(self) -> None:
+        self.started = self.train_ended = 0.0
+        self.samples = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = self.train_ended = time.perf_counter()
+        self.samples = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        self.samples += len(batch[0]) if isinstance(batch, tuple | list) else len(batch)
+        self.train_ended = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.loggers:
+            return
+        train_seconds = max(self.train_ended - self.started, 1e-9)
+        log_to_all(
+            trainer,
+            {
+                "time/epoch_s": time.perf_counter() - self.started,
+                "time/train_samples_per_s": self.samples / train_seconds,
+            },
+        )
