@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 KEY_PACKAGES = ("torch", "lightning", "torchmetrics", "hydra-core", "torchvision", "scikit-learn")
@@ -54,11 +55,17 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def job_overrides() -> list[str]:
+    """This run's command-line overrides; in a sweep, this job's share of them."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def record_run(cfg: DictConfig, output_dir: Path) -> None:
     """Save the resolved config and where it came from (code version, packages, command)."""
     write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)))
     info = {
         "command": [sys.executable, *sys.argv],
+        "overrides": job_overrides(),
         "git": git_state(Path(cfg.paths.root_dir)),
         "python": sys.version.split()[0],
         "packages": package_versions(),

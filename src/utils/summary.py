@@ -1,0 +1,237 @@
+"""Summarise a sweep folder: one row per job, ranked by the optimized metric.
+
+Reads only what the jobs wrote (``.hydra/overrides.yaml``, ``metrics.json``,
+``error.txt``, ``config.yaml``), so it works on any finished, failed or half-run sweep,
+from any launcher or sweeper, and writes ``summary.csv``, ``summary.md`` and
+``summary.png`` into the sweep folder. A sweep over ``data.fold`` also gets the mean and
+standard deviation of each setting's metrics across its folds (cross-validation).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.utils.sweeps import ERROR_FILE
+
+FOLD_KEY = "data.fold"
+# Metric names that grow with quality; any other metric (loss, error) is minimized.
+MAXIMIZED = re.compile(r"acc|r2|f1|auroc|auc|precision|recall|iou", re.IGNORECASE)
+
+
+@dataclass
+class Job:
+    name: str
+    status: str  # ok (metrics.json), failed (error.txt) or missing (neither: killed, not run)
+    overrides: dict[str, str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class Summary:
+    jobs: list[Job]  # best first
+    metric: str
+    mode: str  # min or max
+    markdown: str
+
+
+def read_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job folder of the sweep (a folder with ``.hydra/overrides.yaml``), by number."""
+    folders = [path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    return [read_job(folder) for folder in sorted(folders, key=job_number)]
+
+
+def job_number(folder: Path) -> tuple[int, str]:
+    return (int(folder.name), "") if folder.name.isdigit() else (-1, folder.name)
+
+
+def read_job(folder: Path) -> Job:
+    lines = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = dict(line.split("=", 1) for line in lines if "=" in line)
+    if (folder / ERROR_FILE).is_file():
+        last_line = (folder / ERROR_FILE).read_text().strip().splitlines()[-1:]
+        return Job(folder.name, "failed", overrides, error="".join(last_line))
+    if not (folder / "metrics.json").is_file():
+        return Job(folder.name, "missing", overrides)
+    raw = json.loads((folder / "metrics.json").read_text())
+    metrics = {
+        key: float(value)
+        for key, value in raw.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    return Job(folder.name, "ok", overrides, metrics)
+
+
+def objective(sweep_dir: Path, jobs: list[Job]) -> tuple[str, str]:
+    """The optimized metric and its direction, as the sweep's jobs were configured.
+
+    The direction comes from the Optuna sweeper if there was one, else from the data
+    config when the metric is the one it monitors, else from the metric's name.
+    """
+    for job in jobs:
+        config_file = sweep_dir / job.name / "config.yaml"
+        if not config_file.is_file():
+            continue
+        config = yaml.safe_load(config_file.read_text())
+        metric = config.get("optimized_metric") or config["data"]["monitor"]
+        hydra_file = sweep_dir / job.name / ".hydra" / "hydra.yaml"
+        sweeper = yaml.safe_load(hydra_file.read_text())["hydra"].get("sweeper", {})
+        direction = str(sweeper.get("direction", ""))
+        if direction in ("maximize", "minimize"):
+            return metric, direction[:3]
+        if metric == config["data"].get("monitor"):
+            return metric, config["data"].get("monitor_mode", "min")
+        return metric, "max" if MAXIMIZED.search(metric) else "min"
+    raise FileNotFoundError(f"no job of {sweep_dir} has a config.yaml: nothing ran there yet")
+
+
+def ranked(jobs: list[Job], metric: str, mode: str) -> list[Job]:
+    """Finished jobs best first, then jobs without the metric, failed and missing ones."""
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(job: Job) -> tuple[int, float]:
+        value = job.metrics.get(metric, float("nan"))
+        order = ("ok", "failed", "missing").index(job.status)
+        return (order, sign * value) if value == value else (order, float("inf"))
+
+    return sorted(jobs, key=key)
+
+
+def job_table(jobs: list[Job], metric: str) -> tuple[list[str], list[list[Any]]]:
+    override_keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    other_metrics = sorted({key for job in jobs for key in job.metrics} - {metric, "wall_time_s"})
+    metric_keys = [metric, *other_metrics, "wall_time_s"]
+    header = ["job", "status", *override_keys, *metric_keys, "error"]
+    rows = [
+        [
+            job.name,
+            job.status,
+            *(job.overrides.get(key, "") for key in override_keys),
+            *(job.metrics.get(key, "") for key in metric_keys),
+            job.error,
+        ]
+        for job in jobs
+    ]
+    return header, rows
+
+
+def cross_validation(jobs: list[Job], metric: str) -> tuple[list[str], list[list[Any]]] | None:
+    """Mean +- std over the folds of each setting (all other overrides equal)."""
+    if not any(FOLD_KEY in job.overrides for job in jobs):
+        return None
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        setting = " ".join(f"{k}={v}" for k, v in job.overrides.items() if k != FOLD_KEY)
+        groups.setdefault(setting, []).append(job)
+    test_metrics = sorted({key for job in jobs for key in job.metrics if key.startswith("test/")})
+    metric_keys = list(dict.fromkeys([metric, *test_metrics]))
+    header = ["setting", "folds ok", *(f"{key} mean ± std" for key in metric_keys)]
+    rows = []
+    for setting, members in groups.items():
+        finished = [job for job in members if job.status == "ok"]
+        cells = [
+            mean_std([job.metrics[key] for job in finished if key in job.metrics])
+            for key in metric_keys
+        ]
+        rows.append([setting, f"{len(finished)}/{len(members)}", *cells])
+    return header, rows
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4g} ± {spread:.2g}"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, str) and re.fullmatch(r"-?\d*\.\d{5,}(e-?\d+)?", value):
+            value = float(value)  # a sampled value such as optimizer.lr=0.0007695588054416491
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cell(value) for value in line) + " |" for line in lines)
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot(jobs: list[Job], metric: str, path: Path) -> bool:
+    """The optimized metric against each parameter that varies; False if none varies."""
+    finished = [job for job in jobs if metric in job.metrics]
+    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    swept = [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
+    if not swept or not finished:
+        return False
+    from matplotlib.figure import Figure  # imported here: it is slow and only needed here
+
+    figure = Figure(figsize=(3.6 * len(swept), 3.2), layout="constrained")
+    axes = figure.subplots(1, len(swept), sharey=True, squeeze=False)[0]
+    scores = [job.metrics[metric] for job in finished]
+    for axis, key in zip(axes, swept, strict=True):
+        values = [job.overrides.get(key, "") for job in finished]
+        numbers = as_numbers(values)
+        if numbers is None:
+            categories = sorted(set(values))
+            axis.scatter([categories.index(value) for value in values], scores)
+            axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+        else:
+            axis.scatter(numbers, scores)
+            if min(numbers) > 0 and max(numbers) >= 100 * min(numbers):
+                axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    figure.savefig(path, dpi=100)
+    return True
+
+
+def as_numbers(values: list[str]) -> list[float] | None:
+    try:
+        return [float(value) for value in values]
+    except ValueError:
+        return None
+
+
+def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> Summary:
+    """Write summary.csv, summary.md and summary.png into ``sweep_dir``; return the summary."""
+    jobs = read_jobs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir} holds no job folder (<n>/.hydra/overrides.yaml)")
+    found_metric, found_mode = objective(sweep_dir, jobs)
+    metric, mode = metric or found_metric, mode or found_mode
+    jobs = ranked(jobs, metric, mode)
+    header, rows = job_table(jobs, metric)
+    (sweep_dir / "summary.csv").write_text(csv_text(header, rows))
+    counts = {status: sum(job.status == status for job in jobs) for status in ("ok", "failed")}
+    parts = [
+        f"## Sweep {sweep_dir}",
+        f"{len(jobs)} jobs: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{len(jobs) - sum(counts.values())} missing. Ranked by {metric} "
+        f"({'higher' if mode == 'max' else 'lower'} is better).",
+        markdown_table(header, rows),
+    ]
+    folds = cross_validation(jobs, metric)
+    if folds is not None:
+        parts += ["### Cross-validation over data.fold", markdown_table(*folds)]
+    if plot(jobs, metric, sweep_dir / "summary.png"):
+        parts.append(f"![{metric} against each swept parameter](summary.png)")
+    markdown = "\n\n".join(parts) + "\n"
+    (sweep_dir / "summary.md").write_text(markdown)
+    return Summary(jobs, metric, mode, markdown)

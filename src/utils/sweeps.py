@@ -1,0 +1,106 @@
+"""Jobs of a multirun: each may fail without ending the sweep, and a re-run resumes the sweep.
+
+Hydra's launchers run ``main`` once per job. ``sweep_job`` wraps that call so that
+
+* a job that already finished in an earlier run into the same sweep folder (same
+  overrides, a ``metrics.json``) is not trained again: a sweep killed halfway resumes;
+* a job that fails writes its traceback to ``error.txt`` in its folder and returns NaN
+  (Optuna counts that as a failed trial); the other jobs still run, and the sweep exits
+  non-zero at the end, after its summary is written (``SweepCallback``);
+* an ``optimized_metric`` that a job never logged ends the sweep at once: every other job
+  would fail the same way, and a search over it would optimize nothing.
+
+Works the same under the basic, joblib and submitit launchers and the Optuna sweeper,
+because it runs inside each job; nothing here replaces a Hydra plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from src.utils.run_files import job_overrides, write_atomic
+
+log = logging.getLogger(__name__)
+
+ERROR_FILE = "error.txt"
+
+
+def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+    """Run (or skip) one job of a sweep; return its optimized metric, NaN if it failed."""
+    output_dir = Path(cfg.paths.output_dir)
+    metrics = finished_metrics(output_dir)
+    if metrics is not None:
+        log.info("Skipped: this job already finished in this sweep folder (%s).", output_dir)
+    else:
+        (output_dir / ERROR_FILE).unlink(missing_ok=True)
+        try:
+            metrics = task(cfg)
+        except Exception as error:
+            record_failure(output_dir, error)
+            return math.nan
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        logged = sorted(key for key in metrics if "/" in key)  # train/loss, val/acc, ...
+        message = (
+            f"optimized_metric={name!r} was never logged by the job in {output_dir}, so the "
+            f"sweep cannot rank its jobs and stops here. The job logged: {', '.join(logged)}. "
+            "Set optimized_metric to one of them (for a search, with the matching direction)."
+        )
+        log.error(message)
+        raise SystemExit(f"error: {message}")
+    return float(metrics[name])
+
+
+def finished_metrics(output_dir: Path) -> dict[str, Any] | None:
+    """The metrics of an earlier, finished run of this same job in this folder, if any.
+
+    ``run_info.json`` is compared rather than Hydra's ``.hydra/overrides.yaml``, which Hydra
+    rewrites for the new job before the job starts.
+    """
+    metrics_file, info_file = output_dir / "metrics.json", output_dir / "run_info.json"
+    if not (metrics_file.is_file() and info_file.is_file()):
+        return None
+    earlier = json.loads(info_file.read_text()).get("overrides")
+    if earlier != job_overrides():
+        log.warning(
+            "%s holds a finished job with other overrides (%s); it is run again over it.",
+            output_dir,
+            " ".join(earlier or []),
+        )
+        return None
+    return json.loads(metrics_file.read_text())
+
+
+def record_failure(output_dir: Path, error: Exception) -> None:
+    log.error("This job failed; the sweep goes on with the next one.", exc_info=error)
+    write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
+
+
+class SweepCallback(Callback):
+    """At the end of a multirun: write and print the summary, exit 1 if a job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from src.utils.summary import summarize
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = summarize(sweep_dir)
+        print(summary.markdown)
+        not_ok = [job.name for job in summary.jobs if job.status != "ok"]
+        if not_ok:
+            # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings.
+            raise SystemExit(
+                f"error: {len(not_ok)} of {len(summary.jobs)} jobs did not finish "
+                f"(jobs {', '.join(not_ok)}); their folders in {sweep_dir} hold error.txt, "
+                f"and {sweep_dir / 'summary.md'} lists every job."
+            )
