@@ -5,25 +5,19 @@
 - :class:`RNGState` stores torch's random generators in each checkpoint, which Lightning
   does not, so dropout and other random layers continue after a resume exactly as in
   an uninterrupted run.
-- :class:`SecondInterruptExits` makes a second Ctrl-C end the process at once, where
-  Lightning would ignore it while it shuts down.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from src.errors import TrainingDiverged
-
-INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a process ended by SIGINT
+from src.utils.interrupts import last_checkpoint
 
 
 class DivergenceGuard(Callback):
@@ -49,11 +43,10 @@ class DivergenceGuard(Callback):
 
 
 def last_good_checkpoint(trainer: L.Trainer) -> str:
-    callback = trainer.checkpoint_callback
-    last = Path(callback.last_model_path) if isinstance(callback, ModelCheckpoint) else None
-    if last and last.is_file():
-        return f"{last} still holds the last complete epoch."
-    return "no epoch had completed, so no checkpoint was saved."
+    last = last_checkpoint(trainer)
+    if last is None:
+        return "no epoch had completed, so no checkpoint was saved."
+    return f"{last} still holds the last complete epoch."
 
 
 class RNGState(Callback):
@@ -71,17 +64,5 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-class SecondInterruptExits(Callback):
-    """After the first Ctrl-C, a second one exits immediately with code 130.
-
-    Nothing on disk can be corrupted by that exit: checkpoints and ``metrics.json`` are
-    written to a temporary file and renamed, so a kill leaves the old or the new file.
-    """
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: Any) -> None:
-        if isinstance(error, KeyboardInterrupt):
-            signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT_CODE))
-
-
 def safety_callbacks() -> list[Callback]:
-    return [DivergenceGuard(), RNGState(), SecondInterruptExits()]
+    return [DivergenceGuard(), RNGState()]

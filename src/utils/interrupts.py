@@ -14,6 +14,7 @@ which ``ModelCheckpoint`` writes at the end of every epoch.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -48,6 +49,9 @@ def exit_resumably(trainer: L.Trainer, cfg: DictConfig) -> Iterator[None]:
 
 
 def stop(trainer: L.Trainer, cfg: DictConfig, signum: signal.Signals) -> None:
+    # Lightning has finished its shutdown: from here a second Ctrl-C ends the process at
+    # once. Nothing on disk can break, as checkpoints and metrics.json are renamed into place.
+    signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_CODES[signal.SIGINT]))
     if trainer.is_global_zero:
         message = interrupt_report(trainer, cfg, signum.name)
         log.warning("%s", message)
@@ -78,11 +82,15 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
 
 
 def last_checkpoint(trainer: L.Trainer) -> Path | None:
-    callback = trainer.checkpoint_callback
-    if isinstance(callback, ModelCheckpoint) and callback.last_model_path:
-        path = Path(callback.last_model_path)
-        return path if path.is_file() else None
-    return None
+    """The newest end-of-epoch checkpoint: ``save_last``'s file or a monitor-less top-1."""
+    paths = []
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            paths.append(callback.last_model_path)
+            if callback.monitor is None:
+                paths.append(callback.best_model_path)
+    existing = [Path(path) for path in paths if path and Path(path).is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime, default=None)
 
 
 def resume_command(cfg: DictConfig, checkpoint: Path) -> str:

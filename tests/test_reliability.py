@@ -1,0 +1,200 @@
+"""What happens when things go wrong: interrupts, resume, corrupt files, divergence."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from src.errors import ConfigError, TrainingDiverged
+from src.train import train
+from src.utils.checkpoint_io import AtomicCheckpointIO, warn_if_foreign
+from tests.conftest import QUIET, ROOT, compose_config
+
+SMALL = ["data.num_samples=600", "optimizer=sgd", "optimizer.lr=0.05"]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_resumed_run_ends_with_the_same_weights_and_metrics_as_an_uninterrupted_one(tmp_path):
+    # Dropout draws from the global RNG and shuffling from the sampler: both must resume.
+    common = [*QUIET, *SMALL, "trainer.deterministic=true", "model.net.dropout=0.2"]
+    straight = train(compose_config([*common, "trainer.max_epochs=2"], tmp_path / "straight"))
+    train(compose_config([*common, "trainer.max_epochs=1", "test=false"], tmp_path / "first"))
+    resume = f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"
+    resumed = train(compose_config([*common, "trainer.max_epochs=2", resume], tmp_path / "rest"))
+    expected, actual = weights(tmp_path / "straight"), weights(tmp_path / "rest")
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    for name in ("val/loss", "test/loss", "test/acc"):
+        assert resumed[name] == straight[name]
+
+
+def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(make_cfg):
+    # The learning rate jumps by 1e12 after the first epoch: the second epoch diverges.
+    cfg = make_cfg(*SMALL, "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=1e12")
+    with pytest.raises(TrainingDiverged) as excinfo:
+        train(cfg)
+    message = str(excinfo.value)
+    assert "the loss is nan at step" in message and "epoch 1" in message
+    assert "learning rate 5e+10" in message and "gradient_clip_val" in message
+    checkpoint = torch.load(
+        Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True
+    )
+    assert checkpoint["epoch"] == 0
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+@pytest.fixture
+def trained_checkpoint(tmp_path) -> Path:
+    train(compose_config([*QUIET, *SMALL, "trainer.max_epochs=1", "test=false"], tmp_path / "ok"))
+    return tmp_path / "ok" / "checkpoints" / "last.ckpt"
+
+
+def test_truncated_checkpoint_is_named_before_any_work(make_cfg, trained_checkpoint):
+    truncated = trained_checkpoint.with_name("cut.ckpt")
+    truncated.write_bytes(trained_checkpoint.read_bytes()[: trained_checkpoint.stat().st_size // 2])
+    cfg = make_cfg(*SMALL, f"ckpt_path={truncated}")
+    with pytest.raises(ConfigError, match=str(truncated)):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists()
+
+
+def test_checkpoint_that_needs_a_full_unpickle_is_refused(make_cfg, tmp_path):
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": functools.partial(print)}}, unsafe)
+    with pytest.raises(ConfigError, match=str(unsafe)):
+        train(make_cfg(f"ckpt_path={unsafe}"))
+
+
+def test_checkpoint_write_interrupted_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, path)
+
+    def killed_while_writing(obj, file):
+        file.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 2}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_checkpoint_from_outside_the_logs_is_flagged(tmp_path, caplog):
+    assert not warn_if_foreign(tmp_path / "logs" / "run" / "last.ckpt", tmp_path / "logs")
+    assert warn_if_foreign(tmp_path / "downloads" / "model.ckpt", tmp_path / "logs")
+    assert "does not come from one of this project's runs" in caplog.text
+
+
+class InterruptAt(Callback):
+    """Raises KeyboardInterrupt after ``step`` optimizer steps, as a Ctrl-C there would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_mid_epoch_exits_130_and_resumes_from_the_last_complete_epoch(make_cfg):
+    # 600 samples, batch 64: 7 steps per epoch; step 10 is in the middle of epoch 1.
+    cfg = make_cfg(
+        *SMALL,
+        "+callbacks.interrupt._target_=tests.test_reliability.InterruptAt",
+        "+callbacks.interrupt.step=10",
+    )
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as excinfo:
+            train(cfg)
+        second_ctrl_c = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, sigint_handler)
+    assert excinfo.value.code == 130
+    assert second_ctrl_c not in (sigint_handler, signal.SIG_IGN)  # exits at once
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def start_training(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    """A CLI run long enough to interrupt: ~130 steps per epoch, 1,000 epochs."""
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        *QUIET,
+        "data.num_samples=3000",
+        "data.batch_size=16",
+        "trainer.max_epochs=1000",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *overrides,
+    ]
+    # Files, not pipes: an unread pipe fills up and blocks the child.
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        return subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=stderr)
+
+
+def interrupt_after_first_epoch(process: subprocess.Popen, tmp_path: Path, *signals: int) -> str:
+    """Send ``signals`` once the first last.ckpt exists; return stderr. Always reaps the child."""
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("logs/train/runs/*/checkpoints/last.ckpt")):
+            assert process.poll() is None, (tmp_path / "stderr").read_text()
+            assert time.monotonic() < deadline, "no epoch finished within 60 s"
+            time.sleep(0.05)
+        for signum in signals:
+            process.send_signal(signum)
+            time.sleep(0.02)
+        process.wait(timeout=60)
+        return (tmp_path / "stderr").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_exits_130_with_a_resumable_checkpoint_and_the_resume_command(tmp_path):
+    process = start_training(tmp_path, "seed=3")
+    stderr = interrupt_after_first_epoch(process, tmp_path, signal.SIGINT, signal.SIGINT)
+    assert process.returncode == 130, stderr
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] >= 0 and checkpoint["loops"]
+    assert not list(run.rglob("*.tmp"))
+    command = shlex.split(stderr.split("Resume with:")[1].strip().splitlines()[0])
+    assert command[:2] == ["python", "src/train.py"] or command[1].endswith("src/train.py")
+    assert "seed=3" in command and f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in command
+    # The printed overrides resume in-process, one epoch further than the checkpoint.
+    overrides = [word for word in command[2:] if not word.startswith("trainer.max_epochs=")]
+    epochs = checkpoint["epoch"] + 2
+    resumed = train(
+        compose_config([*overrides, f"trainer.max_epochs={epochs}"], tmp_path / "resumed")
+    )
+    assert resumed["test/acc"] > 0.5
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == epochs - 1
+
+
+@pytest.mark.slow
+def test_sigterm_exits_143_and_says_the_epoch_restarts(tmp_path):
+    process = start_training(tmp_path)
+    stderr = interrupt_after_first_epoch(process, tmp_path, signal.SIGTERM)
+    assert process.returncode == 143, stderr
+    assert "Training stopped by SIGTERM" in stderr
+    assert "resumes at the start of that epoch" in stderr and "Resume with:" in stderr
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] >= 0
+    assert not list(run.rglob("*.tmp"))
