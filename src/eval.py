@@ -20,6 +20,7 @@ import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.errors import ConfigError
 from src.models.module import SupervisedModule
 from src.train import build_trainer, collect_metrics, run_identity, run_reporting_errors
+from src.utils.checkpoint_io import warn_if_foreign
 from src.utils.ckpt import load_checkpoint, model_data_mismatch, resolve_ckpt_path, run_folder
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 
@@ -32,6 +33,7 @@ def checkpoint_path(cfg: DictConfig) -> Path:
             "no checkpoint given: pass ckpt_path=PATH (a .ckpt file written by training, for "
             "example logs/train/runs/<timestamp>/checkpoints/best.ckpt) or ckpt_path=last."
         )
+    warn_if_foreign(path, cfg.paths.log_dir)
     return path
 
 

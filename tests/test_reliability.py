@@ -198,3 +198,32 @@ def test_sigterm_exits_143_and_says_the_epoch_restarts(tmp_path):
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] >= 0
     assert not list(run.rglob("*.tmp"))
+
+
+def test_every_bad_value_users_often_change_is_listed_in_one_message(make_cfg):
+    cfg = make_cfg(
+        "model.net.dropout=1.0",
+        "data.num_folds=5",
+        "data.fold=5",
+        "data.eval_batch_size=0",
+        "trainer.devices=0",
+        "trainer.precision=17",
+        "trainer.log_every_n_steps=0",
+        "trainer.gradient_clip_val=-1",
+        "data.batch_size=2.5",
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        train(cfg)
+    message = str(excinfo.value)
+    for problem in (
+        "model.net.dropout=1.0 must be in [0, 1)",
+        "data.fold=5 must be in 0..4",
+        "data.eval_batch_size=0",
+        "trainer.devices=0",
+        "trainer.precision=17 must be one of",
+        "trainer.log_every_n_steps=0",
+        "trainer.gradient_clip_val=-1",
+        "data.batch_size=2.5 must be a positive integer",
+    ):
+        assert problem in message
+    assert not Path(cfg.paths.output_dir).exists()

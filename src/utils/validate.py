@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from src.errors import ConfigError
 from src.models.nets import ACTIVATIONS, NETS
@@ -30,18 +30,30 @@ def model_data_problems(cfg: DictConfig) -> list[str]:
 
 
 def value_problems(cfg: DictConfig) -> list[str]:
+    trainer = cfg.trainer
     checks: list[tuple[str, object, Callable[[object], bool], str]] = [
         ("data.batch_size", cfg.data.get("batch_size"), is_positive_int, "a positive integer"),
         ("optimizer.lr", cfg.optimizer.get("lr"), is_positive_number, "a positive number"),
-        ("trainer.max_epochs", cfg.trainer.get("max_epochs"), is_epoch_limit, "-1 or >= 1"),
+        ("trainer.max_epochs", trainer.get("max_epochs"), is_epoch_limit, "-1 or >= 1"),
         ("data.val_fraction", cfg.data.get("val_fraction"), is_fraction, "in [0, 1)"),
         ("data.test_fraction", cfg.data.get("test_fraction"), is_fraction, "in [0, 1)"),
+        ("data.eval_batch_size", cfg.data.get("eval_batch_size"), is_positive_int, "> 0"),
+        ("data.num_folds", cfg.data.get("num_folds"), is_fold_count, "an integer >= 2"),
+        ("model.net.dropout", cfg.model.net.get("dropout"), is_fraction, "in [0, 1)"),
+        ("trainer.devices", trainer.get("devices"), is_devices, "> 0, -1, 'auto' or a list"),
+        ("trainer.num_nodes", trainer.get("num_nodes"), is_positive_int, "a positive integer"),
+        ("trainer.precision", trainer.get("precision"), is_precision, f"one of {PRECISIONS}"),
+        ("trainer.log_every_n_steps", trainer.get("log_every_n_steps"), is_positive_int, "> 0"),
+        ("trainer.gradient_clip_val", trainer.get("gradient_clip_val"), is_non_negative, ">= 0"),
     ]
     problems = [
         f"{name}={value!r} must be {expected}"
         for name, value, is_ok, expected in checks
         if value is not None and not is_ok(value)
     ]
+    fold, num_folds = cfg.data.get("fold"), cfg.data.get("num_folds")
+    if is_fold_count(num_folds) and not (isinstance(fold, int) and 0 <= fold < num_folds):
+        problems.append(f"data.fold={fold!r} must be in 0..{num_folds - 1} (data.num_folds)")
     net = cfg.model.net
     hidden = net.get("hidden_sizes")
     if hidden is not None and not all(is_positive_int(size) for size in hidden):
@@ -86,6 +98,27 @@ def is_positive_number(value: object) -> bool:
 
 def is_epoch_limit(value: object) -> bool:
     return isinstance(value, int) and (value == -1 or value >= 1)
+
+
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16")
+
+
+def is_fold_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
+
+
+def is_non_negative(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def is_devices(value: object) -> bool:
+    if isinstance(value, list | ListConfig):
+        return bool(value) and all(isinstance(item, int) and item >= 0 for item in value)
+    return value in ("auto", -1) or is_positive_int(value)
+
+
+def is_precision(value: object) -> bool:
+    return str(value) in PRECISIONS
 
 
 def is_fraction(value: object) -> bool:
