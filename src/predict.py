@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from src.models.module import SupervisedModule
 from src.train import build_trainer, run_reporting_errors
 from src.utils.ckpt import load_checkpoint
 from src.utils.run_files import print_config_tree, record_run, write_atomic
+
+log = logging.getLogger(__name__)
 
 
 def predictions_csv(names: list[str], outputs: torch.Tensor, task: str) -> str:
@@ -71,6 +74,9 @@ def predict(cfg: DictConfig) -> Path:
         collate_fn=keep_batch,
     )
     outputs = torch.cat(trainer.predict(model, dataloaders=batches)).float().cpu()
+    if len(outputs) < len(names):  # trainer.fast_dev_run or limit_predict_batches
+        log.warning("The trainer's limits let %d of %d inputs through.", len(outputs), len(names))
+        names = names[: len(outputs)]
 
     path = output_dir / "predictions.csv"
     write_atomic(path, predictions_csv(names, outputs, model.hparams.task))

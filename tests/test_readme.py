@@ -7,30 +7,89 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from PIL import Image
 
 from src.errors import ConfigError
-from tests.conftest import ROOT, SHARED_DATA
+from src.eval import evaluate
+from src.predict import predict
+from src.train import train
+from tests.conftest import QUIET, ROOT, SHARED_DATA, compose_config
 
-ENTRY_POINTS = {"src/train.py": "train"}
+ENTRY_POINTS = {"src/train.py": "train", "src/eval.py": "eval", "src/predict.py": "predict"}
 TINY = ["trainer.fast_dev_run=true"]
+# Trains the checkpoint a `ckpt_path=` command starts from (fast_dev_run saves none).
+FEW_BATCHES = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+def readme_blocks() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text()
+    return [
+        [
+            part.strip()
+            for line in block.splitlines()
+            for part in line.split("&&")
+            if part.strip().startswith("python src/")
+        ]
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    ]
 
 
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    commands = [
-        part.strip()
-        for block in blocks
-        for line in block.splitlines()
-        for part in line.split("&&")
-        if part.strip().startswith("python src/")
-    ]
+    commands = [command for block in readme_blocks() for command in block]
     assert commands, "the README shows no python src/ command"
     return commands
+
+
+def training_before(command: str) -> list[str]:
+    """Arguments of the training shown before ``command`` in its block: what it starts from."""
+    block = next(block for block in readme_blocks() if command in block)
+    earlier = [
+        shlex.split(c)[2:]
+        for c in block[: block.index(command)]
+        if c.startswith("python src/train.py") and "ckpt_path=" not in c
+    ]
+    assert earlier, f"no training command precedes {command!r} in its README block"
+    return earlier[-1]
+
+
+@pytest.fixture(scope="module")
+def trained_log_dir(tmp_path_factory) -> Callable[[list[str]], Path]:
+    """A log folder holding one short training run of the given arguments (made once)."""
+    made: dict[tuple[str, ...], Path] = {}
+
+    def log_dir_for(training: list[str]) -> Path:
+        if tuple(training) not in made:
+            log_dir = tmp_path_factory.mktemp("logs")
+            overrides = [*QUIET, *training, *FEW_BATCHES, f"paths.log_dir={log_dir}"]
+            train(compose_config(overrides, log_dir / "train" / "runs" / "first"))
+            made[tuple(training)] = log_dir
+        return made[tuple(training)]
+
+    return log_dir_for
+
+
+def sample_images_for_missing_input(argument: str, folder: Path) -> str:
+    """``input=`` naming a user's own images: stand in two PNGs of digits for them."""
+    if not argument.startswith("input=") or Path(argument.split("=", 1)[1]).exists():
+        return argument
+    from sklearn.datasets import load_digits
+
+    folder.mkdir()
+    for i, image in enumerate(load_digits().images[:2]):
+        Image.fromarray((image * 255 / 16).astype(np.uint8)).save(folder / f"{i}.png")
+    return f"input={folder}"
 
 
 def first_of_each_sweep(arguments: list[str]) -> list[str]:
@@ -45,7 +104,9 @@ def first_of_each_sweep(arguments: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("command", readme_commands())
-def test_readme_command_runs(command: str, make_cfg, monkeypatch) -> None:
+def test_readme_command_runs(
+    command: str, make_cfg, monkeypatch, trained_log_dir, tmp_path
+) -> None:
     script, *arguments = shlex.split(command)[1:]
     config_name = ENTRY_POINTS[script]
     arguments = [a for a in arguments if a not in ("-m", "--multirun")]
@@ -54,14 +115,20 @@ def test_readme_command_runs(command: str, make_cfg, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     prints_only = "--cfg" in arguments
     arguments = [a for a in arguments if a not in ("--cfg", "job")]
+    if any(a.startswith("ckpt_path=") for a in arguments):
+        log_dir = trained_log_dir(training_before(command))
+        arguments = [sample_images_for_missing_input(a, tmp_path / "images") for a in arguments]
+        arguments.append(f"paths.log_dir={log_dir}")
     cfg = make_cfg(*first_of_each_sweep(arguments), *TINY, config_name=config_name)
     if prints_only:
         return
-    from src.train import train
-
+    run = {"train": train, "eval": evaluate, "predict": predict}[config_name]
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="trainer=cpu"):
-            train(cfg)
+            run(cfg)
         return
-    metrics = train(cfg)
-    assert "test/loss" in metrics or cfg.get("test") is False
+    result = run(cfg)
+    if config_name == "predict":
+        assert result.is_file()
+    else:
+        assert "test/loss" in result or cfg.get("test") is False

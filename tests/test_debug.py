@@ -1,0 +1,43 @@
+"""Debug modes run, do what they say, and log what they changed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.train import train
+
+# 1,000 samples: 720 train rows, 12 batches of 64 per epoch.
+SMALL = ["data.num_samples=1000", "trainer.max_epochs=2"]
+
+
+def global_step(run: Path) -> int:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+
+def test_fdr_runs_one_batch_and_writes_no_checkpoint(make_cfg, caplog):
+    caplog.set_level(logging.INFO)
+    cfg = make_cfg("debug=fdr", *SMALL)
+    metrics = train(cfg)
+    assert "test/loss" in metrics
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+    assert "debug=fdr changes: task_name=debug" in caplog.text
+    assert "trainer.detect_anomaly=True" in caplog.text
+    assert "trainer.fast_dev_run=True" in caplog.text
+
+
+@pytest.mark.parametrize(("mode", "steps_per_epoch"), [("limit", 5), ("overfit", 3)])
+def test_limit_and_overfit_train_only_a_few_batches(make_cfg, mode, steps_per_epoch):
+    cfg = make_cfg(f"debug={mode}", *SMALL)
+    train(cfg)
+    assert global_step(Path(cfg.paths.output_dir)) == 2 * steps_per_epoch
+
+
+def test_profiler_saves_its_report_in_the_run_folder(make_cfg):
+    cfg = make_cfg("debug=profiler", *SMALL, "trainer.limit_train_batches=3")
+    train(cfg)
+    report = Path(cfg.paths.output_dir) / "fit-profile.txt"
+    assert "run_training_epoch" in report.read_text()
