@@ -22,6 +22,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from src.models.nets import LeNet5
 from src.train import train
 from tests.conftest import QUIET, compose_config
 
@@ -140,7 +141,7 @@ def test_regression_run_draws_scatter_and_residuals(make_cfg, tiny_housing_csv: 
     assert all(image.width >= 300 and image.height >= 200 for image in images.values())
 
 
-def test_with_the_pictures_off_no_image_is_written(make_cfg) -> None:
+def test_pictures_off_write_no_image_and_opt_in_graph_and_histograms_appear(make_cfg) -> None:
     cfg = make_cfg(
         *TENSORBOARD_RUN,
         "model=lenet",
@@ -149,13 +150,19 @@ def test_with_the_pictures_off_no_image_is_written(make_cfg) -> None:
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
         "test=false",
+        "callbacks=[default,model_graph,histograms]",
         "callbacks/images=none",
         quiet=False,
     )
     train(cfg)
     events = read_events(Path(cfg.paths.output_dir))
     assert image_tags(events) == set()
-    assert {"val/acc", "train/loss_step"} <= set(events.Tags()["scalars"])
+    assert set(events.Tags()["scalars"]) >= {"val/acc", "train/loss_step"}
+    assert events.Tags()["graph"]
+    names = [f"net.{name}" for name, _ in LeNet5([1, 28, 28], 10).named_parameters()]
+    assert set(events.Tags()["histograms"]) == {
+        f"{kind}/{name}" for kind in ("weights", "gradients") for name in names
+    }
 
 
 @pytest.fixture

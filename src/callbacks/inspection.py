@@ -7,6 +7,7 @@ cost time. All three do nothing without a TensorBoard logger.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning as L
@@ -68,13 +69,17 @@ class ModelGraph(OncePerFit):
     def use(
         self, logger: TensorBoardLogger, pl_module: L.LightningModule, inputs: Any, step: int
     ) -> None:
-        logger.experiment.add_graph(pl_module, inputs[:1])
+        with warnings.catch_warnings():
+            # TensorBoard's graph is built by torch.jit.trace, which torch now calls deprecated
+            warnings.filterwarnings("ignore", ".*is deprecated.*", FutureWarning)
+            logger.experiment.add_graph(pl_module, inputs[:1])
 
 
 class ParameterHistograms(Callback):
     """``weights/<name>`` and ``gradients/<name>`` histograms every ``every_n_epochs`` epochs.
 
-    The gradients are those of the epoch's last optimizer step.
+    The gradients are those of the epoch's last optimizer step, read just before the step
+    (Lightning frees them afterwards); the weights are read at the end of the epoch.
     """
 
     def __init__(self, every_n_epochs: int = 1) -> None:
@@ -82,14 +87,24 @@ class ParameterHistograms(Callback):
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def writer_now(self, trainer: L.Trainer) -> Any:
         logger = tensorboard_logger(trainer)
-        if logger is None or not trainer.is_global_zero:
+        if logger is None or not trainer.is_global_zero or trainer.sanity_checking:
+            return None
+        return None if (trainer.current_epoch + 1) % self.every_n_epochs else logger.experiment
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
+    ) -> None:
+        if not trainer.is_last_batch or (writer := self.writer_now(trainer)) is None:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        writer, step = logger.experiment, trainer.global_step
         for name, parameter in pl_module.named_parameters():
-            writer.add_histogram(f"weights/{name}", parameter.detach().cpu(), step)
             if parameter.grad is not None:
-                writer.add_histogram(f"gradients/{name}", parameter.grad.detach().cpu(), step)
+                gradient = parameter.grad.detach().cpu()
+                writer.add_histogram(f"gradients/{name}", gradient, trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (writer := self.writer_now(trainer)) is None:
+            return
+        for name, parameter in pl_module.named_parameters():
+            writer.add_histogram(f"weights/{name}", parameter.detach().cpu(), trainer.global_step)
