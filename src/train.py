@@ -28,6 +28,7 @@ from src.utils.ckpt import resume_checkpoint
 from src.utils.debug import log_debug_changes
 from src.utils.interrupts import exit_resumably
 from src.utils.run_files import print_config_tree, record_run, write_metrics
+from src.utils.speed import NoProfiler, skip_failing_nvml_probe
 from src.utils.sweeps import sweep_job
 from src.utils.validate import validate_config
 
@@ -64,7 +65,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
     callbacks += safety_callbacks()
     loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    skip_failing_nvml_probe()
+    # A profiler chosen in the config (debug=profiler) wins over the cheap no-op.
+    quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **quiet)
 
 
 def collect_metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
@@ -82,6 +84,9 @@ class TensorBatches(Dataset):
         index = torch.as_tensor(indices)
         return self.inputs[index], self.targets[index]
 
+    def to(self, device: torch.device) -> None:
+        self.inputs, self.targets = self.inputs.to(device), self.targets.to(device)
+
 
 class EpochShuffle(RandomSampler):
     """Shuffles each epoch into an order that is a pure function of (seed, epoch).
@@ -102,6 +107,22 @@ class EpochShuffle(RandomSampler):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**64)
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+def random_shift(images: Tensor, max_shift: int, fill: float = 0.0) -> Tensor:
+    """Translate each image of a ``(N, C, H, W)`` batch by its own random offset.
+
+    Offsets are drawn uniformly in ``[-max_shift, max_shift]`` along each axis; uncovered
+    pixels take ``fill``. One padding and one gather for the whole batch: no per-image loop.
+    """
+    n, c, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4, value=fill)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n, 1), device=images.device)
+    rows = offsets[0] + torch.arange(h, device=images.device)  # (N, H)
+    cols = offsets[1] + torch.arange(w, device=images.device)  # (N, W)
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -130,7 +151,9 @@ class InMemoryDataModule(L.LightningDataModule):
         split_seed: int = 42,
         fold: int | None = None,
         num_folds: int | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
+        device_resident: bool = False,
+        augment_shift: int = 0,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
     ) -> None:
@@ -148,6 +171,8 @@ class InMemoryDataModule(L.LightningDataModule):
         self.fold = fold
         self.num_folds = num_folds
         self.pin_memory = pin_memory
+        self.device_resident = device_resident
+        self.augment_shift = augment_shift
         # The metric that picks the best checkpoint depends on the task, which this declares.
         self.monitor = monitor
         self.monitor_mode = monitor_mode
@@ -199,7 +224,26 @@ class InMemoryDataModule(L.LightningDataModule):
             return targets.long()
         return targets.float().reshape(len(targets), -1)
 
+    def device(self) -> torch.device:
+        """Where the model trains: the trainer's device once attached, else the CPU."""
+        return self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+
+    def place_data(self) -> bool:
+        """Move every split to the model's device when asked; say whether to pin batches.
+
+        With the whole data set on the GPU a batch is one indexing kernel and no copy;
+        otherwise batches are pinned (``pin_memory=null``: whenever the model is on a GPU)
+        so that their copy to the device overlaps with compute.
+        """
+        device = self.device()
+        if self.device_resident:
+            for dataset in self.datasets.values():
+                dataset.to(device)
+            return False
+        return device.type == "cuda" if self.pin_memory is None else self.pin_memory
+
     def loader(self, name: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        pin_memory = self.place_data()
         dataset = self.datasets[name]
         # torch.initial_seed() is the run's seed once seed_everything has set it.
         return DataLoader(
@@ -207,8 +251,16 @@ class InMemoryDataModule(L.LightningDataModule):
             batch_size=batch_size,
             sampler=EpochShuffle(dataset, torch.initial_seed()) if shuffle else None,
             collate_fn=keep_batch,
-            pin_memory=self.pin_memory,
+            pin_memory=pin_memory,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches on the device, the whole batch at once."""
+        if not (self.augment_shift and self.trainer and self.trainer.training):
+            return batch
+        inputs, targets = batch
+        background = float((0.0 - self.mean) / self.std)  # a black pixel, normalized
+        return random_shift(inputs, self.augment_shift, background), targets
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True, batch_size=self.batch_size)

@@ -36,8 +36,8 @@ def task_metrics(task: str, num_outputs: int) -> MetricCollection:
 class SupervisedModule(L.LightningModule):
     """Classification (cross-entropy, accuracy) or regression (MSE, RMSE/MAE/R2).
 
-    The training step does no logging and no host-device sync: the loss is summed on the
-    device and logged once per epoch, which keeps Lightning's per-step overhead small.
+    The training step does no logging and no host-device sync: it keeps each batch's
+    detached loss and reduces them once per epoch, which keeps the per-step overhead small.
     """
 
     def __init__(
@@ -67,8 +67,9 @@ class SupervisedModule(L.LightningModule):
         metrics = task_metrics(task, num_outputs)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("train_count", torch.zeros(()), persistent=False)
+        # One list append per step is cheaper than arithmetic on a device tensor.
+        self.step_losses: list[Tensor] = []
+        self.step_sizes: list[int] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -76,15 +77,18 @@ class SupervisedModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = self.loss_fn(self.net(x), y)
-        self.train_loss_sum += loss.detach() * len(y)
-        self.train_count += len(y)
+        self.step_losses.append(loss.detach())
+        self.step_sizes.append(len(y))
         return loss
 
     def on_train_epoch_end(self) -> None:
-        mean_loss = self.train_loss_sum / self.train_count.clamp_min(1)
-        self.log("train/loss", mean_loss, sync_dist=True)
-        self.train_loss_sum.zero_()
-        self.train_count.zero_()
+        if not self.step_losses:
+            return
+        losses = torch.stack(self.step_losses)
+        sizes = losses.new_tensor(self.step_sizes)
+        self.log("train/loss", (losses * sizes).sum() / sizes.sum(), sync_dist=True)
+        self.step_losses.clear()
+        self.step_sizes.clear()
 
     def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> Tensor:
         x, y = batch

@@ -51,6 +51,12 @@ def value_problems(cfg: DictConfig) -> list[str]:
         for name, value, is_ok, expected in checks
         if value is not None and not is_ok(value)
     ]
+    shift = cfg.data.get("augment_shift")
+    if shift and len(cfg.data.input_shape) != 3:
+        problems.append(
+            f"data.augment_shift={shift} shifts images, but data.input_shape="
+            f"{list(cfg.data.input_shape)} is not an image [C, H, W]; leave it at 0"
+        )
     fold, num_folds = cfg.data.get("fold"), cfg.data.get("num_folds")
     if is_fold_count(num_folds) and not (isinstance(fold, int) and 0 <= fold < num_folds):
         problems.append(f"data.fold={fold!r} must be in 0..{num_folds - 1} (data.num_folds)")

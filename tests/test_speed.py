@@ -1,0 +1,116 @@
+"""The fast paths: device-resident data, batched augmentation, the cheap no-op profiler."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from src.data import base
+from src.data.base import random_shift
+from src.errors import ConfigError
+from src.train import build_trainer, train
+from src.utils import speed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_random_shift_moves_each_image_by_at_most_max_shift() -> None:
+    torch.manual_seed(0)
+    images = torch.zeros(200, 1, 9, 9)
+    images[:, 0, 4, 4] = 1.0  # one bright pixel in the centre of each image
+    shifted = random_shift(images, max_shift=2, fill=-1.0)
+    assert shifted.shape == images.shape
+    bright = (shifted == 1.0).nonzero()
+    assert len(bright) == 200  # the pixel survives: a shift of 2 cannot push it out
+    offsets = bright[:, 2:] - 4
+    assert offsets.abs().max() == 2
+    assert len({tuple(o) for o in offsets.tolist()}) > 15  # images get their own offsets
+    # The uncovered border takes the fill value; an unshifted image has no fill at all.
+    unmoved = (offsets == 0).all(dim=1)
+    assert (shifted[bright[unmoved, 0]] == -1.0).sum() == 0
+    assert (shifted[bright[~unmoved, 0]] == -1.0).any()
+
+
+def test_device_resident_data_and_augmentation_train(make_cfg, monkeypatch) -> None:
+    """On the CPU the device-resident path is a no-op move, but its code runs end to end;
+    augmentation touches training batches only."""
+    shifted = []
+
+    def spy(images, *args):
+        shifted.append(len(images))
+        return random_shift(images, *args)
+
+    monkeypatch.setattr(base, "random_shift", spy)
+    cfg = make_cfg(
+        "model=lenet",
+        "data=digits",
+        "data.device_resident=true",
+        "data.augment_shift=2",
+        "trainer.fast_dev_run=true",
+    )
+    metrics = train(cfg)
+    assert metrics["test/loss"] > 0
+    assert shifted == [cfg.data.batch_size]  # fast_dev_run: one training batch
+
+
+def test_pin_memory_follows_the_device_unless_set(make_cfg) -> None:
+    datamodule = instantiate(make_cfg("data=digits").data)
+    datamodule.setup("fit")
+    assert datamodule.train_dataloader().pin_memory is False  # no trainer: the CPU
+    datamodule.pin_memory = True
+    assert datamodule.train_dataloader().pin_memory is True
+    datamodule.device_resident = True  # data on the device leaves nothing to pin
+    assert datamodule.train_dataloader().pin_memory is False
+
+
+def test_augment_shift_on_tabular_data_is_refused(make_cfg) -> None:
+    with pytest.raises(ConfigError, match="augment_shift=2 shifts images"):
+        train(make_cfg("model=linreg", "data=synthetic_regression", "+data.augment_shift=2"))
+
+
+def test_trainer_gets_the_cheap_profiler_unless_one_is_chosen(make_cfg) -> None:
+    assert isinstance(build_trainer(make_cfg()).profiler, speed.NoProfiler)
+    chosen = build_trainer(make_cfg("+trainer.profiler=simple")).profiler
+    assert type(chosen).__name__ == "SimpleProfiler"
+
+
+def test_nvml_check_dropped_only_without_a_driver(monkeypatch) -> None:
+    def no_library(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setenv(speed.NVML_CHECK, "1")
+    monkeypatch.setattr(speed.ctypes, "CDLL", no_library)
+    speed.skip_failing_nvml_probe()
+    assert speed.NVML_CHECK not in os.environ
+
+    monkeypatch.setenv(speed.NVML_CHECK, "1")
+    monkeypatch.setattr(speed.ctypes, "CDLL", lambda name: object())
+    speed.skip_failing_nvml_probe()
+    assert os.environ[speed.NVML_CHECK] == "1"
+
+
+def test_benchmark_quick_run_writes_its_figures(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A smoke run of scripts/benchmark.py on tiny data: one pair at batch 64 and at the
+    experiment's batch size, through train(cfg), printed as a table and written as JSON."""
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "benchmark", benchmark)  # its timer is found by name
+    spec.loader.exec_module(benchmark)
+    out = tmp_path / "bench.json"
+    results = benchmark.main(
+        ["--quick", "--only", "pairs", "--pairs", "linreg:california", "--housing-rows=300"]
+        + [f"--json={out}"]
+    )
+    rows = results["pairs"]
+    assert json.loads(out.read_text())["pairs"] == rows
+    experiment = benchmark.compose_train_config(["experiment=linreg_california"])
+    assert sorted(row["batch_size"] for row in rows) == sorted({64, experiment.data.batch_size})
+    assert all(row["plain_samples_per_s"] > 0 and row["project_samples_per_s"] > 0 for row in rows)
+    assert "| linreg x california | 64 |" in capsys.readouterr().out
