@@ -41,7 +41,9 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
     if metrics is not None:
         log.info("Skipped: this job already finished in this sweep folder (%s).", output_dir)
     else:
+        # Whatever an earlier attempt left must not pass for this attempt's outcome.
         (output_dir / ERROR_FILE).unlink(missing_ok=True)
+        (output_dir / "metrics.json").unlink(missing_ok=True)
         try:
             metrics = task(cfg)
         except Exception as error:

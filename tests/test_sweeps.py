@@ -1,0 +1,229 @@
+"""Sweeps: failed jobs, resumed sweep folders, summaries, launchers and Optuna searches.
+
+Multiruns need Hydra's real command line, so those tests run ``python src/train.py -m``
+in a subprocess (a few seconds of imports each); the job logic and the summary are
+tested in-process on the same functions the jobs call.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.train import train
+from src.utils.summary import summarize
+from src.utils.sweeps import ERROR_FILE, sweep_job
+from tests.conftest import QUIET, ROOT, compose_config
+
+TINY = [*QUIET, "trainer.fast_dev_run=true"]
+
+
+def multirun(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "src/train.py", "-m", *args, *TINY, f"hydra.sweep.dir={sweep_dir}"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "summary.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_a_sweep_runs_every_job_despite_a_failing_one_and_summarises_them(tmp_path):
+    sweep = tmp_path / "sweep"
+    # weight_decay=-1 makes the optimizer raise inside fit: a crash, not a config check
+    result = multirun(sweep, "model=mlp,lenet", "data=digits", "optimizer.weight_decay=0,-1")
+
+    assert result.returncode == 1
+    assert "error: 2 of 4 jobs did not finish (jobs 1, 3)" in result.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+    for failed in ("1", "3"):
+        error = (sweep / failed / ERROR_FILE).read_text()
+        assert "Traceback" in error and "Invalid weight_decay value: -1" in error
+        assert not (sweep / failed / "metrics.json").exists()
+    rows = summary_rows(sweep)
+    assert [(r["job"], r["status"]) for r in rows[2:]] == [("1", "failed"), ("3", "failed")]
+    finished = rows[:2]
+    assert {r["model"] for r in finished} == {"mlp", "lenet"}
+    assert all(r["status"] == "ok" and r["optimizer.weight_decay"] == "0" for r in finished)
+    assert float(finished[0]["val/acc"]) >= float(finished[1]["val/acc"])  # best first
+    assert "Invalid weight_decay value" in rows[2]["error"]
+    assert "| job | status | model |" in (sweep / "summary.md").read_text()
+    assert "Ranked by val/acc (higher is better)" in result.stdout
+    assert (sweep / "summary.png").stat().st_size > 0
+
+
+def test_a_sweep_job_is_skipped_when_it_finished_and_rerun_when_it_did_not(tmp_path):
+    def must_not_run(cfg):
+        raise AssertionError("a finished job was trained again")
+
+    def crash(cfg):
+        raise RuntimeError("out of memory")
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config([*TINY, "data=digits"], run_dir)
+    first = sweep_job(train, cfg)
+    assert first == json.loads((run_dir / "metrics.json").read_text())["val/acc"]
+    assert sweep_job(must_not_run, cfg) == first
+
+    # the same folder with other overrides (another sweep, reordered values) runs again
+    other = compose_config([*TINY, "data=digits", "optimizer.lr=0.1"], run_dir)
+    assert math.isnan(sweep_job(crash, other))
+    assert "RuntimeError: out of memory" in (run_dir / ERROR_FILE).read_text()
+    assert not (run_dir / "metrics.json").exists()  # the other job's result is not kept
+    sweep_job(train, other)
+    assert not (run_dir / ERROR_FILE).exists()
+    assert "optimizer.lr=0.1" in json.loads((run_dir / "run_info.json").read_text())["overrides"]
+
+
+def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_path):
+    cfg = compose_config([*TINY, "optimized_metric=val/accuracy"], tmp_path / "run")
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_job(lambda cfg: {"val/acc": 0.9, "val/loss": 0.3, "wall_time_s": 1.0}, cfg)
+    message = str(exit_info.value.code)
+    assert "optimized_metric='val/accuracy' was never logged" in message
+    assert "The job logged: val/acc, val/loss." in message
+
+
+def write_job(
+    sweep: Path, name: str, overrides: list[str], metrics: dict | None, monitor=("val/acc", "max")
+) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {}}}))
+    data = {"monitor": monitor[0], "monitor_mode": monitor[1]}
+    (job / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": monitor[0], "data": data}))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_fold_sweep_is_summarised_as_mean_and_std_per_setting(tmp_path):
+    accuracies = {"mlp": [0.7, 0.8, 0.9], "lenet": [0.9, 0.95, 1.0]}
+    for m, (model, values) in enumerate(accuracies.items()):
+        for fold, value in enumerate(values):
+            overrides = [f"model={model}", "data.num_folds=3", f"data.fold={fold}"]
+            metrics = {"val/acc": value, "test/acc": value - 0.1, "run_name": "x"}
+            write_job(tmp_path, str(3 * m + fold), overrides, metrics)
+
+    summary = summarize(tmp_path)
+
+    assert [job.name for job in summary.jobs][:2] == ["5", "4"]  # best first
+    assert "| model=mlp data.num_folds=3 | 3/3 | 0.8 ± 0.1 | 0.7 ± 0.1 |" in summary.markdown
+    assert "| model=lenet data.num_folds=3 | 3/3 | 0.95 ± 0.05 | 0.85 ± 0.05 |" in summary.markdown
+
+
+def test_a_loss_is_ranked_lowest_first_and_unfinished_jobs_are_listed_last(tmp_path):
+    regression = ("val/loss", "min")
+    write_job(tmp_path, "0", ["optimizer.lr=0.1"], {"val/loss": 0.5}, regression)
+    write_job(tmp_path, "1", ["optimizer.lr=0.01"], {"val/loss": 0.2}, regression)
+    write_job(tmp_path, "2", ["optimizer.lr=0.001"], None, regression)  # killed, or never ran
+
+    summary = summarize(tmp_path)
+
+    assert [(job.name, job.status) for job in summary.jobs] == [
+        ("1", "ok"),
+        ("0", "ok"),
+        ("2", "missing"),
+    ]
+    assert "Ranked by val/loss (lower is better)" in summary.markdown
+    assert [row["job"] for row in summary_rows(tmp_path)] == ["1", "0", "2"]
+
+
+def test_the_slurm_launcher_takes_its_cluster_settings_from_the_config(tmp_path):
+    cfg = compose_config(
+        ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4"],
+        tmp_path,
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 4, 240)
+
+
+def test_the_schedule_script_runs_each_experiment_with_the_extra_arguments(tmp_path):
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls.txt"}\n')
+    fake_python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake_python)}
+    result = subprocess.run(
+        ["bash", "scripts/schedule.sh", "logger=none"], cwd=ROOT, env=env, capture_output=True
+    )
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert len(calls) >= 3
+    assert all(call.startswith("src/train.py") and call.endswith("logger=none") for call in calls)
+
+
+@pytest.mark.slow
+def test_joblib_runs_jobs_in_parallel_and_a_rerun_resumes_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["data=digits", "optimizer.lr=0.01,0.001"]
+    result = multirun(sweep, *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert result.returncode == 0, result.stderr
+    spans = [
+        ((sweep / job / ".hydra").stat().st_mtime, (sweep / job / "metrics.json").stat().st_mtime)
+        for job in ("0", "1")
+    ]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], "the jobs did not overlap"
+
+    # a sweep killed after job 0: re-running into its folder runs job 1 only
+    (sweep / "1" / "metrics.json").unlink()
+    finished_at = (sweep / "0" / "metrics.json").stat().st_mtime
+    result = multirun(sweep, *args)
+    assert result.returncode == 0, result.stderr
+    assert (sweep / "0" / "metrics.json").stat().st_mtime == finished_at
+    assert "Skipped: this job already finished" in (sweep / "0" / "train.log").read_text()
+    assert (sweep / "1" / "metrics.json").is_file()
+    assert [row["status"] for row in summary_rows(sweep)] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_the_submitit_local_launcher_runs_a_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = multirun(sweep, "data=digits", "hydra/launcher=submitit_local")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["val/acc"] >= 0
+    assert (sweep / ".submitit").is_dir()
+
+
+@pytest.mark.slow
+def test_an_optuna_search_of_three_trials_reports_the_best_parameters(tmp_path, tiny_housing_csv):
+    sweep = tmp_path / "sweep"
+    result = multirun(
+        sweep,
+        "hparams_search=mlp_california_optuna",
+        "hydra.sweeper.n_trials=3",
+        f"data.csv_path={tiny_housing_csv}",
+    )
+    assert result.returncode == 0, result.stderr
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {
+        "optimizer",
+        "optimizer.lr",
+        "data.batch_size",
+        "model.net.hidden_sizes",
+        "model.net.activation",
+    }
+    rows = summary_rows(sweep)
+    assert len(rows) == 3 and all(row["status"] == "ok" for row in rows)
+    # the search minimizes val/rmse, and so does the summary's ranking
+    assert float(rows[0]["val/rmse"]) == pytest.approx(best["best_value"])
+    assert rows[0]["val/rmse"] == min(rows, key=lambda row: float(row["val/rmse"]))["val/rmse"]
+
+
+@pytest.mark.slow
+def test_an_optuna_search_on_a_metric_never_logged_stops_after_the_first_trial(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = multirun(
+        sweep, "hparams_search=lenet_optuna", "hydra.sweeper.n_trials=3", "optimized_metric=val/f1"
+    )
+    assert result.returncode == 1
+    assert "optimized_metric='val/f1' was never logged" in result.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0"]
