@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
+import torch
+import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -13,6 +13,8 @@ from src.callbacks.pictures import ValidationPictures
 from src.callbacks.tensorboard import add_figure, new_figure
 
 CORRECT, WRONG = "tab:green", "tab:red"
+FRAME_COLORS = {CORRECT: (0.17, 0.63, 0.17), WRONG: (0.84, 0.15, 0.16)}
+FRAME, LABEL_HEIGHT = 2, 10  # image pixels around each sample and above it for its label
 
 
 class ConfusionMatrix(ValidationPictures):
@@ -46,8 +48,8 @@ class ConfusionMatrix(ValidationPictures):
 
 
 class ValidationSamples(ValidationPictures):
-    """``val/predictions``: the first validation images, each titled with its predicted class
-    (and the true one when they differ); misclassified images are framed and titled in red.
+    """``val/predictions``: the first validation images, each labelled with its predicted
+    class, in green; misclassified ones framed in red and labelled "predicted, true".
     Drawn for image data only (inputs of shape channels x height x width).
     """
 
@@ -67,32 +69,50 @@ class ValidationSamples(ValidationPictures):
         if self.samples is None or not trainer.is_global_zero:
             return
         images, targets, predictions = (t.cpu() for t in self.samples)
+        wrong = predictions != targets
         columns = min(8, len(images))
-        rows = math.ceil(len(images) / columns)
-        figure = new_figure(1.3 * columns, 1.45 * rows + 0.4)
-        wrong = int((predictions != targets).sum())
-        figure.suptitle(f"validation, epoch {self.collected_epoch}: {wrong} of {len(images)} wrong")
-        grid = figure.subplots(rows, columns, squeeze=False).ravel()
-        for axes in grid[len(images) :]:
-            axes.set_axis_off()
-        shown = zip(grid[: len(images)], images, targets, predictions, strict=True)
-        for axes, image, target, prediction in shown:
-            show_image(axes, image)
-            color = CORRECT if prediction == target else WRONG
-            title = f"{prediction}" if prediction == target else f"{prediction} (true {target})"
-            axes.set_title(title, color=color, fontsize=9)
-            for spine in axes.spines.values():
-                spine.set(color=color, linewidth=3 if color == WRONG else 1)
+        grid, (tile_height, tile_width) = labelled_grid(images, wrong, columns)
+        # one image and one text per tile: much faster to render than a subplot per image
+        scale = 3 / 100  # 3 screen pixels per image pixel, at 100 dpi
+        figure = new_figure(grid.shape[1] * scale, grid.shape[0] * scale + 0.4)
+        axes = figure.subplots()
+        axes.imshow(grid.numpy(), interpolation="nearest")
+        axes.set_axis_off()
+        axes.set_title(
+            f"validation, epoch {self.collected_epoch}: {int(wrong.sum())} of {len(images)} "
+            "wrong (red: predicted, true)"
+        )
+        for index, (target, prediction) in enumerate(zip(targets, predictions, strict=True)):
+            row, column = divmod(index, columns)
+            label = f"{prediction}, {target}" if prediction != target else f"{prediction}"
+            axes.text(
+                (column + 0.5) * tile_width,
+                row * tile_height + LABEL_HEIGHT / 2,
+                label,
+                color=WRONG if prediction != target else CORRECT,
+                fontsize=9,
+                ha="center",
+                va="center",
+            )
         add_figure(logger, "val/predictions", figure, step)
 
 
-def show_image(axes, image: Tensor) -> None:
-    """Draw one CxHxW tensor, rescaled to [0, 1]: inputs arrive normalized."""
-    image = image.float()
-    image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
-    if image.shape[0] == 1:
-        axes.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-    else:
-        axes.imshow(image[:3].permute(1, 2, 0).numpy())
-    axes.set_xticks([])
-    axes.set_yticks([])
+def labelled_grid(images: Tensor, wrong: Tensor, columns: int) -> tuple[Tensor, tuple[int, int]]:
+    """HxWx3 grid of the images rescaled to [0, 1], each framed in green or red with white
+    space above it for its label; also returns one tile's (height, width)."""
+    from torchvision.utils import make_grid
+
+    images = images.float()
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    images = (images - low) / (high - low).clamp_min(1e-8)
+    if images.shape[1] != 3:  # grayscale (or an odd channel count: its first channel)
+        images = images[:, :1].expand(-1, 3, -1, -1)
+    colors = torch.tensor([FRAME_COLORS[CORRECT], FRAME_COLORS[WRONG]])[wrong.long()]
+    height, width = images.shape[-2:]
+    framed = colors[:, :, None, None].expand(-1, -1, height + 2 * FRAME, width + 2 * FRAME)
+    framed = framed.clone()
+    framed[:, :, FRAME:-FRAME, FRAME:-FRAME] = images
+    tiles = F.pad(framed, (2, 2, LABEL_HEIGHT, 2), value=1.0)
+    grid = make_grid(tiles, nrow=columns, padding=0)
+    return grid.permute(1, 2, 0), tuple(tiles.shape[-2:])
