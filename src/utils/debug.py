@@ -27,7 +27,7 @@ def debug_keys(name: str, config_dir: Path) -> list[str]:
 
 def log_debug_changes(cfg: DictConfig) -> str | None:
     """Log (and return) ``debug=NAME changes: key=value, ...`` when a debug mode is chosen."""
-    name = HydraConfig.get().runtime.choices.get("debug")
+    name = HydraConfig.get().runtime.choices.get("debug") if HydraConfig.initialized() else None
     if not name:
         return None
     keys = debug_keys(name, Path(cfg.paths.root_dir) / "configs")
