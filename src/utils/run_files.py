@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 KEY_PACKAGES = ("torch", "lightning", "torchmetrics", "hydra-core", "torchvision", "scikit-learn")
@@ -60,6 +61,7 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+@rank_zero_only  # DDP processes started by Lightning re-run the script in the same folder
 def record_run(cfg: DictConfig, output_dir: Path) -> None:
     """Save the resolved config and where it came from (code version, packages, command)."""
     write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)))
@@ -77,6 +79,7 @@ def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
     write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
+@rank_zero_only
 def print_config_tree(cfg: DictConfig) -> None:
     """Print the composed config as a tree, one branch per top-level group."""
     import rich
