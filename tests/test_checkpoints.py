@@ -17,7 +17,7 @@ from src.utils.ckpt import find_last_checkpoint
 from tests.conftest import QUIET, compose_config
 
 # 200 samples: 144 train rows, 3 batches of 64 per epoch.
-TINY = [*QUIET, "data.num_samples=200"]
+TINY = [*QUIET, "data.num_samples=200", "scheduler=step"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def trained_run(log_dir: Path) -> Path:
     return run
 
 
-def test_resume_from_last_continues_the_run_with_its_optimizer_state(trained_run, log_dir):
+def test_resume_from_last_continues_with_optimizer_and_scheduler_state(trained_run, log_dir):
     resumed = log_dir / "train" / "runs" / "resumed"
     train(
         compose_config(
@@ -46,6 +46,7 @@ def test_resume_from_last_continues_the_run_with_its_optimizer_state(trained_run
     # 2 + 2 limited steps before, 3 full-epoch steps after; from scratch it would be 9.
     assert checkpoint["global_step"] == 7
     assert int(checkpoint["optimizer_states"][0]["state"][0]["step"]) == 7  # Adam's count
+    assert checkpoint["lr_schedulers"][0]["last_epoch"] == 3  # 1 if it had restarted
     recorded = OmegaConf.load(resumed / "config.yaml").ckpt_path
     assert recorded == str(trained_run / "checkpoints" / "last.ckpt")
 
