@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -75,7 +74,7 @@ def test_a_sweep_job_is_skipped_when_it_finished_and_rerun_when_it_did_not(tmp_p
 
     # the same folder with other overrides (another sweep, reordered values) runs again
     other = compose_config([*TINY, "data=digits", "optimizer.lr=0.1"], run_dir)
-    assert math.isnan(sweep_job(crash, other))
+    assert sweep_job(crash, other) is None
     assert "RuntimeError: out of memory" in (run_dir / ERROR_FILE).read_text()
     assert not (run_dir / "metrics.json").exists()  # the other job's result is not kept
     sweep_job(train, other)
@@ -196,26 +195,33 @@ def test_the_submitit_local_launcher_runs_a_job(tmp_path):
 @pytest.mark.slow
 def test_an_optuna_search_of_three_trials_reports_the_best_parameters(tmp_path, tiny_housing_csv):
     sweep = tmp_path / "sweep"
+    # weight_decay=-1 crashes a trial: the search must carry on past it
     result = multirun(
         sweep,
         "hparams_search=mlp_california_optuna",
         "hydra.sweeper.n_trials=3",
+        "optimizer.weight_decay=choice(0,-1)",
         f"data.csv_path={tiny_housing_csv}",
     )
-    assert result.returncode == 0, result.stderr
+    rows = summary_rows(sweep)
+    assert len(rows) == 3
+    assert all(row["status"] == "ok" for row in rows if row["optimizer.weight_decay"] == "0")
+    failed = [row for row in rows if row["optimizer.weight_decay"] == "-1"]
+    assert all(row["status"] == "failed" for row in failed)
+    assert result.returncode == (1 if failed else 0), result.stderr
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {
         "optimizer",
         "optimizer.lr",
+        "optimizer.weight_decay",
         "data.batch_size",
         "model.net.hidden_sizes",
         "model.net.activation",
     }
-    rows = summary_rows(sweep)
-    assert len(rows) == 3 and all(row["status"] == "ok" for row in rows)
-    # the search minimizes val/rmse, and so does the summary's ranking
-    assert float(rows[0]["val/rmse"]) == pytest.approx(best["best_value"])
-    assert rows[0]["val/rmse"] == min(rows, key=lambda row: float(row["val/rmse"]))["val/rmse"]
+    assert best["best_params"]["optimizer.weight_decay"] == 0
+    # the search minimizes val/rmse, and the summary ranks the trials the same way
+    scores = [float(row["val/rmse"]) for row in rows if row["status"] == "ok"]
+    assert scores == sorted(scores) and scores[0] == pytest.approx(best["best_value"])
 
 
 @pytest.mark.slow

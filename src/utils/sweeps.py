@@ -4,9 +4,10 @@ Hydra's launchers run ``main`` once per job. ``sweep_job`` wraps that call so th
 
 * a job that already finished in an earlier run into the same sweep folder (same
   overrides, a ``metrics.json``) is not trained again: a sweep killed halfway resumes;
-* a job that fails writes its traceback to ``error.txt`` in its folder and returns NaN
-  (Optuna counts that as a failed trial); the other jobs still run, and the sweep exits
-  non-zero at the end, after its summary is written (``SweepCallback``);
+* a job that fails writes its traceback to ``error.txt`` in its folder and returns None
+  (Optuna marks that trial failed: a NaN would crash its sweeper); the other jobs still
+  run, and the sweep exits non-zero at the end, after its summary is written
+  (``SweepCallback``);
 * an ``optimized_metric`` that a job never logged ends the sweep at once: every other job
   would fail the same way, and a search over it would optimize nothing.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +35,7 @@ ERROR_FILE = "error.txt"
 
 
 def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
-    """Run (or skip) one job of a sweep; return its optimized metric, NaN if it failed."""
+    """Run (or skip) one job of a sweep; return its optimized metric, None if it failed."""
     output_dir = Path(cfg.paths.output_dir)
     metrics = finished_metrics(output_dir)
     if metrics is not None:
@@ -48,7 +48,7 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
             metrics = task(cfg)
         except Exception as error:
             record_failure(output_dir, error)
-            return math.nan
+            return None
     name = cfg.get("optimized_metric")
     if name is None:
         return None
