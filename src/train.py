@@ -26,7 +26,7 @@ from src.callbacks.safety import safety_callbacks
 from src.errors import UserError
 from src.utils.ckpt import resume_checkpoint
 from src.utils.debug import log_debug_changes
-from src.utils.interrupts import exit_resumably
+from src.utils.interrupts import earlier_attempt_checkpoint, exit_resumably
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 from src.utils.speed import NoProfiler, skip_failing_nvml_probe
 from src.utils.sweeps import sweep_job
@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
     # Resolved now, so a bad path fails before the data loads and config.yaml names the file.
-    cfg.ckpt_path = resume_checkpoint(cfg)
+    cfg.ckpt_path = resume_checkpoint(cfg) or earlier_attempt_checkpoint(cfg)
     log_debug_changes(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

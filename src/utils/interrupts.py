@@ -61,7 +61,7 @@ def stop(trainer: L.Trainer, cfg: DictConfig, signum: signal.Signals) -> None:
 
 def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> str:
     epochs_done = trainer.fit_loop.epoch_progress.current.completed
-    batches_into_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    batches_into_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     where = f"{signal_name} at step {trainer.global_step}"
     last = last_checkpoint(trainer)
     if last is None:
@@ -105,3 +105,17 @@ def resume_command(cfg: DictConfig, checkpoint: Path) -> str:
         script = script.resolve().relative_to(Path.cwd().resolve())
     words = ["python", str(script), *overrides, f"ckpt_path={checkpoint.resolve()}"]
     return " ".join(shlex.quote(word) for word in words)
+
+
+def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
+    """The ``last.ckpt`` an earlier attempt of this very job left in its own run folder.
+
+    A job requeued after preemption or a timeout (SLURM or ``submitit_local`` through
+    hydra-submitit-launcher) runs again with the same config in the same folder; it
+    resumes from there instead of starting over. A fresh run's folder is new and empty.
+    """
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.get("ckpt_path") is not None or not last.is_file():
+        return None
+    log.warning("Resuming from %s, left by an earlier attempt of this job.", last)
+    return str(last)
