@@ -99,7 +99,8 @@ def write_job(
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {}}}))
     data = {"monitor": monitor[0], "monitor_mode": monitor[1]}
-    (job / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": monitor[0], "data": data}))
+    config = {"optimized_metric": "${data.monitor}", "data": data}  # as Hydra saves it
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics is not None:
         (job / "metrics.json").write_text(json.dumps(metrics))
 

@@ -1,10 +1,10 @@
 """Summarise a sweep folder: one row per job, ranked by the optimized metric.
 
-Reads only what the jobs wrote (``.hydra/overrides.yaml``, ``metrics.json``,
-``error.txt``, ``config.yaml``), so it works on any finished, failed or half-run sweep,
-from any launcher or sweeper, and writes ``summary.csv``, ``summary.md`` and
-``summary.png`` into the sweep folder. A sweep over ``data.fold`` also gets the mean and
-standard deviation of each setting's metrics across its folds (cross-validation).
+Reads only what the jobs wrote (``.hydra/``, ``metrics.json``, ``error.txt``), so it
+works on any finished, failed or half-run sweep, from any launcher or sweeper, and writes
+``summary.csv``, ``summary.md`` and ``summary.png`` into the sweep folder. A sweep over
+``data.fold`` also gets the mean and standard deviation of each setting's metrics across
+its folds (cross-validation).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from src.utils.sweeps import ERROR_FILE
 
@@ -71,27 +72,23 @@ def read_job(folder: Path) -> Job:
     return Job(folder.name, "ok", overrides, metrics)
 
 
-def objective(sweep_dir: Path, jobs: list[Job]) -> tuple[str, str]:
-    """The optimized metric and its direction, as the sweep's jobs were configured.
+def objective(job_dir: Path) -> tuple[str, str]:
+    """The optimized metric and its direction, as Hydra composed them for a job.
 
-    The direction comes from the Optuna sweeper if there was one, else from the data
-    config when the metric is the one it monitors, else from the metric's name.
+    Read from ``.hydra/``, which Hydra writes before the job starts, so a sweep whose jobs
+    all failed early still has one. The direction comes from the Optuna sweeper if there
+    was one, else from the data config when the metric is the one it monitors, else from
+    the metric's name.
     """
-    for job in jobs:
-        config_file = sweep_dir / job.name / "config.yaml"
-        if not config_file.is_file():
-            continue
-        config = yaml.safe_load(config_file.read_text())
-        metric = config.get("optimized_metric") or config["data"]["monitor"]
-        hydra_file = sweep_dir / job.name / ".hydra" / "hydra.yaml"
-        sweeper = yaml.safe_load(hydra_file.read_text())["hydra"].get("sweeper", {})
-        direction = str(sweeper.get("direction", ""))
-        if direction in ("maximize", "minimize"):
-            return metric, direction[:3]
-        if metric == config["data"].get("monitor"):
-            return metric, config["data"].get("monitor_mode", "min")
-        return metric, "max" if MAXIMIZED.search(metric) else "min"
-    raise FileNotFoundError(f"no job of {sweep_dir} has a config.yaml: nothing ran there yet")
+    config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    metric = OmegaConf.select(config, "optimized_metric") or config.data.monitor
+    hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    direction = str(hydra.get("sweeper", {}).get("direction", ""))
+    if direction in ("maximize", "minimize"):
+        return metric, direction[:3]
+    if metric == config.data.get("monitor"):
+        return metric, config.data.get("monitor_mode", "min")
+    return metric, "max" if MAXIMIZED.search(metric) else "min"
 
 
 def ranked(jobs: list[Job], metric: str, mode: str) -> list[Job]:
@@ -214,7 +211,7 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
     jobs = read_jobs(sweep_dir)
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no job folder (<n>/.hydra/overrides.yaml)")
-    found_metric, found_mode = objective(sweep_dir, jobs)
+    found_metric, found_mode = objective(sweep_dir / jobs[0].name)
     metric, mode = metric or found_metric, mode or found_mode
     jobs = ranked(jobs, metric, mode)
     header, rows = job_table(jobs, metric)
