@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from src.models.module import SupervisedModule
@@ -74,3 +78,61 @@ def test_twelve_job_parallel_sweep_keeps_every_job_in_its_own_folder(tmp_path):
         assert f"seed: {seed}\n" in (job / "config.yaml").read_text()
         seen.append(seed)
     assert sorted(seen) == seeds
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids below ``pid``, read from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process through /proc")
+def test_preempted_submitit_job_is_requeued_and_resumes_from_its_last_checkpoint(tmp_path):
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "hydra/launcher=submitit_local",
+        *QUIET,
+        "data.num_samples=3000",
+        "data.batch_size=16",
+        "trainer.max_epochs=3",
+        f"paths.log_dir={tmp_path}",
+    ]
+    with open(tmp_path / "output", "w") as output:
+        sweep = subprocess.Popen(command, cwd=tmp_path, stdout=output, stderr=output)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("train/multiruns/*/0/checkpoints/last.ckpt")):
+            assert sweep.poll() is None, (tmp_path / "output").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job finished no epoch within 120 s"
+            time.sleep(0.1)
+        # What SLURM sends before a preemption or the time limit; submitit requeues the job.
+        (task,) = [
+            pid
+            for pid in descendants(sweep.pid)
+            if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(task, signal.SIGUSR2)
+        sweep.wait(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    assert sweep.returncode == 0, (tmp_path / "output").read_text()[-3000:]
+    (job,) = tmp_path.glob("train/multiruns/*/0")
+    assert "left by an earlier attempt of this job" in (job / "train.log").read_text()
+    assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert "test/acc" in json.loads((job / "metrics.json").read_text())
