@@ -100,14 +100,18 @@ def test_checkpoint_from_outside_the_logs_is_flagged(tmp_path, caplog):
 
 
 class SignalAt(Callback):
-    """Sends this process a real signal after ``step`` optimizer steps."""
+    """Sends this process a real signal after ``step`` optimizer steps (once per ``marker``)."""
 
-    def __init__(self, step: int, signal_name: str) -> None:
+    def __init__(self, step: int, signal_name: str, marker: str | None = None) -> None:
         self.step, self.signum = step, signal.Signals[signal_name]
+        self.marker = Path(marker) if marker else None
 
     def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
+        if trainer.global_step != self.step or (self.marker and self.marker.exists()):
+            return
+        if self.marker:
+            self.marker.touch()
+        os.kill(os.getpid(), self.signum)
 
 
 @pytest.mark.parametrize(("signal_name", "exit_code"), [("SIGINT", 130), ("SIGTERM", 143)])
@@ -139,10 +143,21 @@ def test_signal_mid_epoch_exits_non_zero_and_resumes_from_the_last_complete_epoc
     assert not (run / "metrics.json").exists()
 
 
-def test_requeued_job_resumes_from_the_checkpoint_its_first_attempt_left(make_cfg, caplog):
+def test_requeued_job_resumes_from_the_checkpoint_its_first_attempt_left(
+    make_cfg, tmp_path, caplog
+):
     # A preempted SLURM/submitit job runs again with the same config in the same folder.
-    train(make_cfg(*SMALL, "trainer.max_epochs=1", "test=false"))
-    cfg = make_cfg(*SMALL, "trainer.max_epochs=2", "test=false")
+    cfg = make_cfg(
+        *SMALL,
+        "trainer.max_epochs=2",
+        "test=false",
+        "+callbacks.preempt._target_=tests.test_reliability.SignalAt",
+        "+callbacks.preempt.step=10",
+        "+callbacks.preempt.signal_name=SIGTERM",
+        f"+callbacks.preempt.marker={tmp_path / 'preempted'}",
+    )
+    with pytest.raises(SystemExit):
+        train(cfg)
     train(cfg)
     assert "left by an earlier attempt of this job" in caplog.text
     last = torch.load(Path(cfg.paths.output_dir, "checkpoints", "last.ckpt"), weights_only=True)
@@ -205,3 +220,32 @@ def test_ctrl_c_twice_exits_130_with_a_resumable_checkpoint_and_the_resume_comma
     )
     assert resumed["test/acc"] > 0.5
     assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == epochs - 1
+
+
+def test_every_bad_value_users_often_change_is_listed_in_one_message(make_cfg):
+    cfg = make_cfg(
+        "model.net.dropout=1.0",
+        "data.num_folds=5",
+        "data.fold=5",
+        "data.eval_batch_size=0",
+        "trainer.devices=0",
+        "trainer.precision=17",
+        "trainer.log_every_n_steps=0",
+        "trainer.gradient_clip_val=-1",
+        "data.batch_size=2.5",
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        train(cfg)
+    message = str(excinfo.value)
+    for problem in (
+        "model.net.dropout=1.0 must be in [0, 1)",
+        "data.fold=5 must be in 0..4",
+        "data.eval_batch_size=0",
+        "trainer.devices=0",
+        "trainer.precision=17 must be one of",
+        "trainer.log_every_n_steps=0",
+        "trainer.gradient_clip_val=-1",
+        "data.batch_size=2.5 must be a positive integer",
+    ):
+        assert problem in message
+    assert not Path(cfg.paths.output_dir).exists()

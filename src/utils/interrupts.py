@@ -26,7 +26,9 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src.utils.run_files import resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +114,22 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
 
     A job requeued after preemption or a timeout (SLURM or ``submitit_local`` through
     hydra-submitit-launcher) runs again with the same config in the same folder; it
-    resumes from there instead of starting over. A fresh run's folder is new and empty.
+    resumes from there instead of starting over. A fresh run's folder is new and empty,
+    and a folder whose ``config.yaml`` records other settings is not resumed from.
     """
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    output_dir = Path(cfg.paths.output_dir)
+    last = output_dir / "checkpoints" / "last.ckpt"
     if cfg.get("ckpt_path") is not None or not last.is_file():
+        return None
+    recorded = output_dir / "config.yaml"
+    if not recorded.is_file() or without_ckpt_path(
+        OmegaConf.to_container(OmegaConf.load(recorded))
+    ) != without_ckpt_path(resolved_config(cfg)):
+        log.warning("%s belongs to a run with other settings: not resuming from it.", last)
         return None
     log.warning("Resuming from %s, left by an earlier attempt of this job.", last)
     return str(last)
+
+
+def without_ckpt_path(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key != "ckpt_path"}
