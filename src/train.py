@@ -122,8 +122,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def discard_empty_run(output_dir: Path) -> None:
     """Remove a run folder that holds only Hydra's bookkeeping, so no result is faked."""
-    leftovers = {".hydra", "train.log", "eval.log", "predict.log"}
-    if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= leftovers:
+    # Hydra's folder and the log named after task_name (train.log, eval.log, debug.log, ...)
+    if output_dir.is_dir() and all(
+        p.name == ".hydra" or p.suffix == ".log" for p in output_dir.iterdir()
+    ):
         for path in sorted(output_dir.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
         output_dir.rmdir()

@@ -122,6 +122,7 @@ def test_bad_ckpt_path_exits_before_any_work(config_name, kind, message, tmp_pat
     output_dir = tmp_path / "run"
     cfg = compose_config([*QUIET, f"ckpt_path={path}"], output_dir, config_name)
     (output_dir / ".hydra").mkdir(parents=True)  # what Hydra writes before the job starts
+    (output_dir / f"{cfg.task_name}.log").write_text("")
     task = train if config_name == "train" else evaluate
     with pytest.raises(SystemExit) as excinfo:
         run_reporting_errors(task, cfg)
