@@ -54,7 +54,8 @@ def test_a_sweep_runs_every_job_despite_a_failing_one_and_summarises_them(tmp_pa
     assert all(r["status"] == "ok" and r["optimizer.weight_decay"] == "0" for r in finished)
     assert float(finished[0]["val/acc"]) >= float(finished[1]["val/acc"])  # best first
     assert "Invalid weight_decay value" in rows[2]["error"]
-    assert "| job | status | model |" in (sweep / "summary.md").read_text()
+    assert "| job | status | model | optimizer.weight_decay | val/acc |" in result.stdout
+    assert "Same in every job: `data=digits`" in (sweep / "summary.md").read_text()
     assert "Ranked by val/acc (higher is better)" in result.stdout
     assert (sweep / "summary.png").stat().st_size > 0
 
@@ -116,8 +117,9 @@ def test_a_fold_sweep_is_summarised_as_mean_and_std_per_setting(tmp_path):
     summary = summarize(tmp_path)
 
     assert [job.name for job in summary.jobs][:2] == ["5", "4"]  # best first
-    assert "| model=mlp data.num_folds=3 | 3/3 | 0.8 ± 0.1 | 0.7 ± 0.1 |" in summary.markdown
-    assert "| model=lenet data.num_folds=3 | 3/3 | 0.95 ± 0.05 | 0.85 ± 0.05 |" in summary.markdown
+    assert "| model=mlp | 3/3 | 0.8 ± 0.1 | 0.7 ± 0.1 |" in summary.markdown
+    assert "| model=lenet | 3/3 | 0.95 ± 0.05 | 0.85 ± 0.05 |" in summary.markdown
+    assert "Same in every job: `data.num_folds=3`" in summary.markdown
 
 
 def test_a_loss_is_ranked_lowest_first_and_unfinished_jobs_are_listed_last(tmp_path):

@@ -103,8 +103,16 @@ def ranked(jobs: list[Job], metric: str, mode: str) -> list[Job]:
     return sorted(jobs, key=key)
 
 
-def job_table(jobs: list[Job], metric: str) -> tuple[list[str], list[list[Any]]]:
-    override_keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+def override_keys(jobs: list[Job]) -> tuple[list[str], list[str]]:
+    """The overridden keys whose value differs between jobs (swept), and the others."""
+    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    swept = [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
+    return swept, [key for key in keys if key not in swept]
+
+
+def job_table(
+    jobs: list[Job], metric: str, override_keys: list[str]
+) -> tuple[list[str], list[list[Any]]]:
     other_metrics = sorted({key for job in jobs for key in job.metrics} - {metric, "wall_time_s"})
     metric_keys = [metric, *other_metrics, "wall_time_s"]
     header = ["job", "status", *override_keys, *metric_keys, "error"]
@@ -125,9 +133,10 @@ def cross_validation(jobs: list[Job], metric: str) -> tuple[list[str], list[list
     """Mean +- std over the folds of each setting (all other overrides equal)."""
     if not any(FOLD_KEY in job.overrides for job in jobs):
         return None
+    swept = [key for key in override_keys(jobs)[0] if key != FOLD_KEY]
     groups: dict[str, list[Job]] = {}
     for job in jobs:
-        setting = " ".join(f"{k}={v}" for k, v in job.overrides.items() if k != FOLD_KEY)
+        setting = " ".join(f"{key}={job.overrides.get(key, '')}" for key in swept) or "all"
         groups.setdefault(setting, []).append(job)
     test_metrics = sorted({key for job in jobs for key in job.metrics if key.startswith("test/")})
     metric_keys = list(dict.fromkeys([metric, *test_metrics]))
@@ -172,8 +181,7 @@ def csv_text(header: list[str], rows: list[list[Any]]) -> str:
 def plot(jobs: list[Job], metric: str, path: Path) -> bool:
     """The optimized metric against each parameter that varies; False if none varies."""
     finished = [job for job in jobs if metric in job.metrics]
-    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
-    swept = [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
+    swept = override_keys(jobs)[0]
     if not swept or not finished:
         return False
     from matplotlib.figure import Figure  # imported here: it is slow and only needed here
@@ -214,15 +222,16 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
     found_metric, found_mode = objective(sweep_dir / jobs[0].name)
     metric, mode = metric or found_metric, mode or found_mode
     jobs = ranked(jobs, metric, mode)
-    header, rows = job_table(jobs, metric)
-    (sweep_dir / "summary.csv").write_text(csv_text(header, rows))
+    swept, common = override_keys(jobs)
+    (sweep_dir / "summary.csv").write_text(csv_text(*job_table(jobs, metric, swept + common)))
     counts = {status: sum(job.status == status for job in jobs) for status in ("ok", "failed")}
     parts = [
         f"## Sweep {sweep_dir}",
         f"{len(jobs)} jobs: {counts['ok']} ok, {counts['failed']} failed, "
         f"{len(jobs) - sum(counts.values())} missing. Ranked by {metric} "
-        f"({'higher' if mode == 'max' else 'lower'} is better).",
-        markdown_table(header, rows),
+        f"({'higher' if mode == 'max' else 'lower'} is better). Same in every job: "
+        + (" ".join(f"`{key}={jobs[0].overrides[key]}`" for key in common) or "nothing"),
+        markdown_table(*job_table(jobs, metric, swept)),
     ]
     folds = cross_validation(jobs, metric)
     if folds is not None:
