@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import logging
 import os
 import platform
 import resource
@@ -53,6 +54,7 @@ from omegaconf import DictConfig, open_dict  # noqa: E402
 
 import src  # noqa: E402, F401 - sets PROJECT_ROOT for the configs
 from src.train import train  # noqa: E402
+from src.utils.speed import skip_failing_nvml_probe  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # (model, data, experiment config giving the default batch size)
@@ -126,6 +128,8 @@ def project_epochs(cfg: DictConfig, epochs: int) -> list[Clock]:
     with open_dict(cfg):
         cfg.trainer.max_epochs = epochs + 1
         cfg.test = False
+        # A fresh run folder: a folder holding an earlier run's checkpoint would resume it.
+        cfg.paths.output_dir = tempfile.mkdtemp(dir=Path(cfg.paths.output_dir).parent)
         cfg.callbacks["benchmark_epoch_timer"] = {"_target_": f"{__name__}.EpochTimer"}
     EpochTimer.epochs = []
     with (
@@ -288,7 +292,7 @@ def print_row(row: dict[str, Any]) -> None:
         f"{row['model']:>6} x {row['data']:<10} batch {row['batch_size']:>4}{default:<10} "
         f"plain {row['plain_samples_per_s']:>9,.0f}/s  "
         f"project {row['project_samples_per_s']:>9,.0f}/s"
-        f"  ratio {row['ratio']:.2f}",
+        f"  ratio {row['ratio']:.2f} (CPU time {row['ratio_cpu_time']:.2f})",
         flush=True,
     )
 
@@ -397,8 +401,18 @@ def measure_startup(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def memory_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc, in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_memory() -> None:
+    """Start the peak (VmHWM) afresh, so import-time peaks do not hide the data's."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def scaling_child(args: argparse.Namespace) -> None:
@@ -414,7 +428,8 @@ def scaling_child(args: argparse.Namespace) -> None:
                 *base_overrides(work, args.device),
             ]
         )
-        baseline = peak_rss_mb()
+        reset_peak_memory()
+        baseline = memory_mb("VmRSS")
         seconds, cpu_seconds = median(project_epochs(cfg, args.epochs))
         features = int(np.prod(cfg.data.input_shape))
         data_mb = args.scaling_child * (features * 4 + 8) / 2**20  # float32 inputs, int64 labels
@@ -426,7 +441,7 @@ def scaling_child(args: argparse.Namespace) -> None:
                     "epoch_cpu_s": cpu_seconds,
                     "data_mb": data_mb,
                     "rss_before_data_mb": baseline,
-                    "peak_rss_mb": peak_rss_mb(),
+                    "peak_rss_mb": memory_mb("VmHWM"),
                 }
             )
         )
@@ -442,7 +457,7 @@ def measure_scaling(args: argparse.Namespace) -> list[dict[str, Any]]:
             __file__,
             f"--scaling-child={size}",
             f"--scaling-batch-size={args.scaling_batch_size}",
-            f"--epochs={args.epochs}",
+            f"--epochs={args.scaling_epochs}",
             f"--device={args.device}",
             *([f"--threads={args.threads}"] if args.threads else []),
         ]
@@ -504,6 +519,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scaling-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000]
     )
     parser.add_argument("--scaling-batch-size", type=int, default=64)
+    parser.add_argument("--scaling-epochs", type=int, default=1, help="timed, after the warm-up")
     parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -516,6 +532,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    # Without this the plain loop would pay a per-step cost that only importing Lightning
+    # causes (see src/utils/speed.py); train() drops it the same way.
+    skip_failing_nvml_probe()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-fit banners
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.scaling_child:
