@@ -144,9 +144,10 @@ def test_signal_mid_epoch_exits_non_zero_and_resumes_from_the_last_complete_epoc
 
 
 def test_requeued_job_resumes_from_the_checkpoint_its_first_attempt_left(
-    make_cfg, tmp_path, caplog
+    make_cfg, tmp_path, caplog, monkeypatch
 ):
     # A preempted SLURM/submitit job runs again with the same config in the same folder.
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     cfg = make_cfg(
         *SMALL,
         "trainer.max_epochs=2",

@@ -114,12 +114,14 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
 
     A job requeued after preemption or a timeout (SLURM or ``submitit_local`` through
     hydra-submitit-launcher) runs again with the same config in the same folder; it
-    resumes from there instead of starting over. A fresh run's folder is new and empty,
-    and a folder whose ``config.yaml`` records other settings is not resumed from.
+    resumes from there instead of starting over. Only such jobs (submitit's, or SLURM's
+    requeued ones) are considered, and only when the folder's ``config.yaml`` records the
+    same settings: two ordinary runs that happen to share a folder never resume each other.
     """
     output_dir = Path(cfg.paths.output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("ckpt_path") is not None or not last.is_file():
+    requeuable = os.environ.get("SUBMITIT_EXECUTOR") or os.environ.get("SLURM_RESTART_COUNT")
+    if not requeuable or cfg.get("ckpt_path") is not None or not last.is_file():
         return None
     recorded = output_dir / "config.yaml"
     if not recorded.is_file() or without_ckpt_path(
