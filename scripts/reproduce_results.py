@@ -140,8 +140,12 @@ def teacher_accuracy(name: str, extra: list[str]) -> float:
     return float((clean == test.targets).float().mean())
 
 
-def weight_error(name: str, extra: list[str], checkpoint: str) -> tuple[float, float]:
-    """Largest |w - w_teacher| of the trained model, and of closed-form OLS on its data."""
+def weight_error(name: str, extra: list[str], checkpoint: str) -> tuple[float, float, float]:
+    """Largest |w - w_teacher| of the trained model and of closed-form OLS on its rows.
+
+    The third value is the noise floor: the standard error of one least-squares weight,
+    noise / sqrt(training rows), for standard normal features.
+    """
     data: SyntheticDataModule = datamodule_of(name, extra)
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
     learned = torch.cat([state["net.linear.weight"].T, state["net.linear.bias"][None]])
@@ -149,7 +153,8 @@ def weight_error(name: str, extra: list[str], checkpoint: str) -> tuple[float, f
     train = data.datasets["train"]
     design = torch.cat([train.inputs, torch.ones(len(train.inputs), 1)], dim=1).double()
     ols = torch.linalg.lstsq(design, train.targets.double()).solution.float()
-    return float((learned - truth).abs().max()), float((ols - truth).abs().max())
+    floor = data.noise / len(train.inputs) ** 0.5
+    return float((learned - truth).abs().max()), float((ols - truth).abs().max()), floor
 
 
 def mean_std(values: list[float]) -> str:
@@ -220,13 +225,17 @@ def main() -> None:
                 errors = [
                     weight_error(experiment.name, extra, m["best_model_path"]) for m, _ in runs
                 ]
-                learned = max(e for e, _ in errors)
+                learned = max(e for e, _, _ in errors)
+                _, ols, floor = errors[0]
+                noise = composed(experiment.name, extra).data.noise
                 notes.append(
-                    f"- `linreg_synthetic`: largest |w - w_teacher| over weights and bias "
+                    f"- `linreg_synthetic`: largest |w - w_teacher| over the weights and the bias "
                     f"{learned:.4f} (worst seed); closed-form least squares on the same rows: "
-                    f"{errors[0][1]:.4f}; test MSE {mean_std(values)} vs noise variance 0.0100."
+                    f"{ols:.4f}; one standard error of a least-squares weight, "
+                    f"noise / sqrt(training rows): {floor:.4f}. Test MSE {mean_std(values)} "
+                    f"vs the noise variance {noise**2:.4f}."
                 )
-                raw[experiment.name]["max_weight_error"] = [e for e, _ in errors]
+                raw[experiment.name]["max_weight_error"] = [e for e, _, _ in errors]
 
     header = [
         f"Mean ± std over seeds {', '.join(map(str, args.seeds))} "
