@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from src.train import train
-from tests.conftest import QUIET, compose_config
 
 # experiment -> (overrides making it tiny, metric, the value it must exceed)
 TINY_RUNS = {
@@ -49,18 +48,16 @@ def test_mnist_experiment_learns_tiny_strokes(name, make_cfg, tiny_idx_root):
     assert train(cfg)["test/acc"] > 0.5  # 10 classes, 40 test images: chance is 0.1
 
 
-def test_deterministic_runs_repeat_exactly(tmp_path):
-    # one folder per run: a second run into the same folder would resume the first
-    def run(seed: int, folder: str) -> dict:
-        return train(compose_config([*QUIET, *overrides, f"seed={seed}"], tmp_path / folder))
-
+def test_deterministic_runs_repeat_exactly(make_cfg):
     overrides = [
         "experiment=lenet_digits",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=5",
         "trainer.deterministic=true",
     ]
-    first, second, other = run(3, "first"), run(3, "second"), run(4, "other")
+    first = train(make_cfg(*overrides, "seed=3"))
+    second = train(make_cfg(*overrides, "seed=3"))
+    other = train(make_cfg(*overrides, "seed=4"))
     assert first["test/acc"] == second["test/acc"]
     assert first["train/loss"] == second["train/loss"]
     assert first["train/loss"] != other["train/loss"]  # the seed is what differs
