@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,6 +19,11 @@ import src  # noqa: F401 - sets PROJECT_ROOT
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# The tests' models are tiny: a second intra-op thread buys nothing, and on a small machine
+# busy with other work its spin-waits made a LeNet step several times slower (10 s against
+# 1 s for the real-MNIST test on 2 shared cores).
+torch.set_num_threads(1)
 
 # Small, fast and quiet: no progress bar or model summary to print, no logger files.
 QUIET = [
