@@ -15,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from src.callbacks.safety import DivergenceGuard
 from src.errors import ConfigError, TrainingDiverged
 from src.train import train
 from src.utils.checkpoint_io import AtomicCheckpointIO, warn_if_foreign
@@ -54,6 +55,29 @@ def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(make_cfg
     assert checkpoint["epoch"] == 0
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
     assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+class PoisonAt(Callback):
+    """Turns the weights into NaN before step 10 (in epoch 1), as a diverging run would."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 10:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.fill_(float("nan"))
+
+
+def test_divergence_between_checked_steps_never_reaches_a_checkpoint(make_cfg, monkeypatch):
+    # On an accelerator not every step is checked; the check before saving still catches it.
+    monkeypatch.setattr(DivergenceGuard, "on_train_batch_end", lambda *args: None)
+    cfg = make_cfg(*SMALL, "+callbacks.poison._target_=tests.test_reliability.PoisonAt")
+    with pytest.raises(TrainingDiverged, match="checked before saving a checkpoint"):
+        train(cfg)
+    checkpoint = torch.load(
+        Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True
+    )
+    assert checkpoint["epoch"] == 0
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
 
 
 @pytest.fixture

@@ -23,19 +23,43 @@ from src.utils.interrupts import last_checkpoint
 class DivergenceGuard(Callback):
     """Raise :class:`TrainingDiverged` on the first step whose loss is not finite.
 
-    The check reads one number per step; on a GPU that is one small host-device sync.
+    Reading the loss is free on the CPU, so there every step is checked. On an accelerator
+    it would stall the device once per step, so the check runs every
+    ``trainer.log_every_n_steps`` steps and before every checkpoint is written: a diverged
+    run may then go on a few steps, but its weights still never reach the disk.
     """
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        on_cpu = pl_module.device.type == "cpu"
+        if on_cpu or trainer.global_step % trainer.log_every_n_steps == 0:
+            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+            self.check(trainer, loss, f"batch {idx}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs before the module folds its step losses into train/loss and before the
+        # checkpoint callbacks save the epoch.
+        self.check_steps_so_far(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self.check_steps_so_far(trainer, pl_module)
+
+    def check_steps_so_far(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Check every loss of the epoch so far at once: one sync, before anything is saved."""
+        losses = getattr(pl_module, "step_losses", None)
+        if losses:
+            self.check(trainer, torch.stack(losses).sum(), "checked before saving a checkpoint")
+
+    def check(self, trainer: L.Trainer, loss: Any, where: str) -> None:
         if loss is None or bool(torch.isfinite(loss).all()):
             return
         learning_rate = trainer.optimizers[0].param_groups[0]["lr"]
         raise TrainingDiverged(
             f"training diverged: the loss is {loss.item()} at step {trainer.global_step} "
-            f"(epoch {trainer.current_epoch}, batch {idx}) with learning rate {learning_rate:g}. "
+            f"(epoch {trainer.current_epoch}, {where}) with learning rate {learning_rate:g}. "
             f"The run stopped before saving these weights; {last_good_checkpoint(trainer)} "
             "Try a lower optimizer.lr, gradient clipping (trainer.gradient_clip_val=1.0), or "
             "check the data for NaN/inf values."
