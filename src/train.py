@@ -33,6 +33,7 @@ from src.utils.sweeps import sweep_job
 from src.utils.validate import validate_config
 
 log = logging.getLogger(__name__)
+errors_log = logging.getLogger("run_errors")  # to the run's log file only (configs/hydra)
 
 # The data already sits in memory as tensors: loader worker processes would only add
 # inter-process copies, so Lightning's advice to add workers does not apply here.
@@ -136,7 +137,7 @@ def run_reporting_errors(task: Any, cfg: DictConfig) -> dict[str, Any]:
     try:
         return task(cfg)
     except UserError as error:
-        log.error("%s", error)
+        errors_log.error("%s", error)
         discard_empty_run(Path(cfg.paths.output_dir))
         raise SystemExit(f"error: {error}") from None
 
