@@ -18,10 +18,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.errors import ConfigError
-from src.models.module import SupervisedModule
 from src.train import build_trainer, collect_metrics, run_identity, run_reporting_errors
 from src.utils.checkpoint_io import warn_if_foreign
-from src.utils.ckpt import load_checkpoint, model_data_mismatch, resolve_ckpt_path, run_folder
+from src.utils.ckpt import (
+    load_checkpoint,
+    model_data_mismatch,
+    resolve_ckpt_path,
+    restore_model,
+    run_folder,
+)
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 
 
@@ -67,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
-    model = SupervisedModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    model = restore_model(checkpoint)
     trainer = build_trainer(cfg)
     record_run(cfg, output_dir)
 

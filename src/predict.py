@@ -23,9 +23,8 @@ from src.data.base import TensorBatches, keep_batch
 from src.data.raw_inputs import preprocessing_state, read_inputs
 from src.errors import ConfigError
 from src.eval import checkpoint_path
-from src.models.module import SupervisedModule
 from src.train import build_trainer, run_reporting_errors
-from src.utils.ckpt import load_checkpoint
+from src.utils.ckpt import load_checkpoint, restore_model
 from src.utils.run_files import print_config_tree, record_run, write_atomic
 
 log = logging.getLogger(__name__)
@@ -62,10 +61,10 @@ def predict(cfg: DictConfig) -> Path:
             "no input given: pass input=FILE_OR_FOLDER (a CSV of feature rows for tabular "
             "models, a folder of PNG images or an .npy array for image models)."
         )
-    state = preprocessing_state(load_checkpoint(ckpt_path))
-    names, inputs = read_inputs(Path(cfg.input), state)
+    checkpoint = load_checkpoint(ckpt_path)
+    names, inputs = read_inputs(Path(cfg.input), preprocessing_state(checkpoint))
 
-    model = SupervisedModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    model = restore_model(checkpoint)
     trainer = build_trainer(cfg)
     record_run(cfg, output_dir)
     batches = DataLoader(

@@ -15,6 +15,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
+from src.models.module import SupervisedModule
 
 LAST = "last"
 
@@ -64,6 +65,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "(it has no state_dict and hyper_parameters). Give a .ckpt file written by training."
         )
     return checkpoint
+
+
+def restore_model(checkpoint: dict[str, Any]) -> SupervisedModule:
+    """The trained model, rebuilt from a checkpoint already read by :func:`load_checkpoint`.
+
+    Its hyperparameters are the plain constructor arguments, so no second read of the
+    file (as ``load_from_checkpoint`` would do) is needed.
+    """
+    model = SupervisedModule(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
 
 
 def model_data_mismatch(hparams: dict[str, Any], data: Any) -> str | None:

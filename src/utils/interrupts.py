@@ -23,12 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from src.utils.run_files import resolved_config
+from src.utils.run_files import job_overrides, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +96,7 @@ def last_checkpoint(trainer: L.Trainer) -> Path | None:
 
 def resume_command(cfg: DictConfig, checkpoint: Path) -> str:
     """The command line that reruns this job's overrides from ``checkpoint``."""
-    overrides = [
-        item
-        for item in HydraConfig.get().overrides.task
-        if not item.lstrip("+~").startswith("ckpt_path=")
-    ]
+    overrides = [item for item in job_overrides() if not item.lstrip("+~").startswith("ckpt_path=")]
     script = Path(cfg.paths.root_dir) / "src" / "train.py"
     if script.resolve().is_relative_to(Path.cwd().resolve()):
         script = script.resolve().relative_to(Path.cwd().resolve())
