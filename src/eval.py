@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.errors import ConfigError
+from src.models.module import spec_class
 from src.train import build_trainer, collect_metrics, run_identity, run_reporting_errors
 from src.utils.checkpoint_io import warn_if_foreign
 from src.utils.ckpt import (
@@ -52,7 +53,14 @@ def data_config(cfg: DictConfig, ckpt_path: Path) -> DictConfig:
             f"no data to test on: {recorded} (the config of the run that wrote the checkpoint) "
             "does not exist. Name the data: data=NAME (for example data=digits)."
         )
-    return OmegaConf.load(recorded).data
+    data = OmegaConf.load(recorded).data
+    try:  # the file sits beside a checkpoint that may come from anywhere
+        spec_class(OmegaConf.to_container(data), "data")
+    except ConfigError as error:
+        raise ConfigError(
+            f"{recorded} was refused as the data config ({error}). Name the data: data=NAME."
+        ) from None
+    return data
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -61,6 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = checkpoint_path(cfg)
     checkpoint = load_checkpoint(ckpt_path)
+    model = restore_model(checkpoint, ckpt_path)
     data = data_config(cfg, ckpt_path)
     problem = model_data_mismatch(checkpoint["hyper_parameters"], data)
     if problem:
@@ -72,7 +81,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
-    model = restore_model(checkpoint)
     trainer = build_trainer(cfg)
     record_run(cfg, output_dir)
 

@@ -64,7 +64,7 @@ def predict(cfg: DictConfig) -> Path:
     checkpoint = load_checkpoint(ckpt_path)
     names, inputs = read_inputs(Path(cfg.input), preprocessing_state(checkpoint))
 
-    model = restore_model(checkpoint)
+    model = restore_model(checkpoint, ckpt_path)
     trainer = build_trainer(cfg)
     record_run(cfg, output_dir)
     batches = DataLoader(

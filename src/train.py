@@ -17,7 +17,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
@@ -40,8 +40,6 @@ errors_log = logging.getLogger("run_errors")  # to the run's log file only (conf
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # Lightning 2.6 on torch 2.14 warns about its own use of a torch internal; nothing to act on.
 warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
-# A resumed run writes its checkpoints into its own new folder, as intended.
-warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
 
 
 def plain(node: Any) -> Any:
@@ -49,17 +47,20 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+def model_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The LightningModule's arguments as plain values: what its checkpoints record."""
+    return {
+        "net": plain(cfg.model.net),
+        "optimizer": plain(cfg.optimizer),
+        "scheduler": plain(cfg.scheduler),
+        "task": cfg.data.task,
+        "num_outputs": cfg.data.num_outputs,
+        "monitor": cfg.data.monitor,
+    }
+
+
 def build_model(cfg: DictConfig) -> L.LightningModule:
-    return instantiate(
-        cfg.model,
-        optimizer=plain(cfg.optimizer),
-        scheduler=plain(cfg.scheduler),
-        task=cfg.data.task,
-        num_outputs=cfg.data.num_outputs,
-        monitor=cfg.data.monitor,
-        _recursive_=False,
-        _convert_="all",
-    )
+    return get_class(cfg.model._target_)(**model_hparams(cfg))
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -87,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
     # Resolved now, so a bad path fails before the data loads and config.yaml names the file.
-    cfg.ckpt_path = resume_checkpoint(cfg) or earlier_attempt_checkpoint(cfg)
+    cfg.ckpt_path = resume_checkpoint(cfg, model_hparams(cfg)) or earlier_attempt_checkpoint(cfg)
     log_debug_changes(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

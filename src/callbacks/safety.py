@@ -1,7 +1,7 @@
 """Callbacks every Trainer gets, whatever ``callbacks=`` selects: they guard what is on disk.
 
-- :class:`DivergenceGuard` stops at the first NaN/inf training loss, before a checkpoint
-  with those weights can replace the last good one.
+- :class:`DivergenceGuard` stops at the first NaN/inf training loss or weight, before a
+  checkpoint with those weights can replace the last good one.
 - :class:`RNGState` stores torch's random generators in each checkpoint, which Lightning
   does not, so dropout and other random layers continue after a resume exactly as in
   an uninterrupted run.
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -46,6 +47,9 @@ class DivergenceGuard(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self.check_steps_so_far(trainer, pl_module)
+        # The last optimizer step comes after the last loss: its weights are checked too.
+        weights = torch.stack([p.detach().abs().sum() for p in pl_module.parameters()])
+        self.check(trainer, weights.sum(), "weights checked before saving a checkpoint")
 
     def check_steps_so_far(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Check every loss of the epoch so far at once: one sync, before anything is saved."""
@@ -58,7 +62,8 @@ class DivergenceGuard(Callback):
             return
         learning_rate = trainer.optimizers[0].param_groups[0]["lr"]
         raise TrainingDiverged(
-            f"training diverged: the loss is {loss.item()} at step {trainer.global_step} "
+            f"training diverged: the {'weights are' if 'weights' in where else 'loss is'} "
+            f"{loss.item()} at step {trainer.global_step} "
             f"(epoch {trainer.current_epoch}, {where}) with learning rate {learning_rate:g}. "
             f"The run stopped before saving these weights; {last_good_checkpoint(trainer)} "
             "Try a lower optimizer.lr, gradient clipping (trainer.gradient_clip_val=1.0), or "
@@ -67,10 +72,20 @@ class DivergenceGuard(Callback):
 
 
 def last_good_checkpoint(trainer: L.Trainer) -> str:
+    """Where the good weights are: the best by validation, as the latest may already be
+    drifting towards the divergence."""
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback and callback.monitor else ""
+    if best and Path(best).is_file():
+        return (
+            f"{best} holds the best weights so far ({callback.monitor} "
+            f"{float(callback.best_model_score):.4g}); test them with python src/eval.py "
+            f"ckpt_path={best}."
+        )
     last = last_checkpoint(trainer)
     if last is None:
         return "no epoch had completed, so no checkpoint was saved."
-    return f"{last} still holds the last complete epoch."
+    return f"{last} holds the last complete epoch."
 
 
 class RNGState(Callback):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from src.errors import ConfigError
+from src.models.module import plain_value_problem
 
 PREPROCESSING_KEYS = {"mean", "std", "input_shape"}
 
@@ -33,6 +34,14 @@ def preprocessing_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The data module's state that Lightning saved in the checkpoint under its class name."""
     for value in checkpoint.values():
         if isinstance(value, dict) and set(value) >= PREPROCESSING_KEYS:
+            problems = (
+                plain_value_problem(item, f"preprocessing state {key}")
+                for key, item in value.items()
+                if not isinstance(item, Tensor)
+            )
+            problem = next((problem for problem in problems if problem), None)
+            if problem:
+                raise ConfigError(f"the checkpoint was refused: {problem}.")
             return value
     raise ConfigError(
         "the checkpoint holds no preprocessing state (normalization statistics, input shape): "

@@ -1,22 +1,103 @@
 """The one LightningModule: trains any net, with loss and metrics chosen by the task.
 
-Its hyperparameters are plain dicts (Hydra ``_target_`` specs for the net, optimizer and
+Its hyperparameters are plain dicts (``_target_`` specs for the net, optimizer and
 scheduler), so checkpoints load under torch's ``weights_only=True`` and
 ``SupervisedModule.load_from_checkpoint(path)`` rebuilds the model without Hydra.
+
+Those specs come back from checkpoints, which may come from anywhere, so they are never
+given to Hydra's ``instantiate`` (which calls whatever a ``_target_`` names, nested
+anywhere). :func:`spec_class` admits only the classes a spec may name, and only plain
+values as their arguments: loading a checkpoint runs no code but this project's
+constructors and torch's optimizers and schedulers.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from torch import Tensor
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from src.data.base import TASKS
+from src.errors import ConfigError
+
+# What each spec may name: a subclass of the base, defined in a module under one of the
+# prefixes (checked before anything is imported, and again on the class found).
+SPEC_KINDS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
+    "net": ((nn.Module,), ("src.",)),
+    "optimizer": ((Optimizer,), ("torch.optim.", "src.")),
+    "scheduler": ((LRScheduler, ReduceLROnPlateau), ("torch.optim.lr_scheduler.", "src.")),
+    "data": ((L.LightningDataModule,), ("src.",)),
+}
+PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def plain_value_problem(value: Any, key: str) -> str | None:
+    """Why ``value`` is not plain data (numbers, strings, lists and dicts of them), or None."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str) or (name.startswith("_") and name.endswith("_")):
+                return f"{key} holds the key {name!r} (only plain values are allowed there)"
+            problem = plain_value_problem(item, f"{key}.{name}")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        problems = (plain_value_problem(item, f"{key}[{i}]") for i, item in enumerate(value))
+        return next((problem for problem in problems if problem), None)
+    if isinstance(value, PLAIN_TYPES):
+        return None
+    return f"{key} holds a {type(value).__name__}, not a plain value"
+
+
+def spec_class(spec: Any, kind: str) -> tuple[type, dict[str, Any]]:
+    """The class a ``{"_target_": ..., **arguments}`` spec names, and its plain arguments.
+
+    Raises ``ConfigError`` naming the key for anything else: a class outside the allowed
+    modules or of the wrong kind, a nested ``_target_`` (or any other ``_key_``), a
+    non-plain value.
+    """
+    bases, prefixes = SPEC_KINDS[kind]
+    if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
+        raise ConfigError(f"{kind} must be a mapping with a _target_ class name, got {spec!r}")
+    target = spec["_target_"]
+    arguments = {key: value for key, value in spec.items() if key not in ("_target_", "_partial_")}
+    problem = plain_value_problem(arguments, kind)
+    if problem:
+        raise ConfigError(problem)
+    allowed = " or ".join(f"{prefix}*" for prefix in prefixes)
+    module_name, _, class_name = target.rpartition(".")
+    found = None
+    if target.startswith(prefixes) and module_name:
+        try:
+            found = getattr(importlib.import_module(module_name), class_name, None)
+        except ImportError:
+            found = None
+    if not (
+        isinstance(found, type)
+        and issubclass(found, bases)
+        and f"{found.__module__}.".startswith(prefixes)
+    ):
+        raise ConfigError(
+            f"{kind}._target_={target!r} is not allowed: it must name a "
+            f"{' or '.join(base.__name__ for base in bases)} class defined in {allowed}"
+        )
+    return found, arguments
+
+
+def build(spec: Any, kind: str) -> Any:
+    """The net itself, or for an optimizer or scheduler a factory awaiting its first argument."""
+    cls, arguments = spec_class(spec, kind)
+    return cls(**arguments) if kind == "net" else functools.partial(cls, **arguments)
 
 
 def task_metrics(task: str, num_outputs: int) -> MetricCollection:
@@ -50,6 +131,14 @@ class SupervisedModule(L.LightningModule):
         monitor: str = "val/loss",
     ) -> None:
         super().__init__()
+        if task not in TASKS or not isinstance(num_outputs, int) or not isinstance(monitor, str):
+            raise ConfigError(
+                f"task must be one of {TASKS}, num_outputs an integer and monitor a metric "
+                f"name; got {task!r}, {num_outputs!r} and {monitor!r}"
+            )
+        spec_class(optimizer, "optimizer")  # checked now: configure_optimizers builds it
+        if scheduler:
+            spec_class(scheduler, "scheduler")
         self.save_hyperparameters(
             {
                 "net": net,
@@ -60,7 +149,7 @@ class SupervisedModule(L.LightningModule):
                 "monitor": monitor,
             }
         )
-        self.net = instantiate(net)
+        self.net = build(net, "net")
         self.task = task
         self.loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -116,12 +205,12 @@ class SupervisedModule(L.LightningModule):
         return output.softmax(dim=1) if self.task == "classification" else output
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        optimizer = build(self.hparams.optimizer, "optimizer")(params=self.parameters())
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         scheduler_spec = dict(self.hparams.scheduler)
         interval = scheduler_spec.pop("interval", "epoch")
-        scheduler = instantiate(scheduler_spec)(optimizer=optimizer)
+        scheduler = build(scheduler_spec, "scheduler")(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

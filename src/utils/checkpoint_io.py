@@ -1,4 +1,5 @@
-"""How checkpoints are written (complete or absent) and where a loaded one comes from.
+"""How checkpoints are written (complete or absent), kept across a resume, and where a
+loaded one comes from.
 
 Lightning's own writer stages a checkpoint in the system temporary folder and then
 moves it; when that folder sits on another file system the move is a copy, and a kill
@@ -10,48 +11,75 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from src.utils.run_files import replaced_atomically
 
 log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``path`` through ``.path.tmp`` in the same folder, fsync and ``os.replace``."""
+    """Writes ``path`` through a temporary file in the same folder, fsync and a rename."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not take storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(temporary, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with replaced_atomically(Path(path)) as file:
+            torch.save(checkpoint, file)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose record of the best checkpoints survives a resume.
+
+    A resumed run writes into a new folder of its own. Lightning then drops the best
+    score so far and keeps only a path into the old folder, so the resumed run's
+    ``best.ckpt`` and test metrics would weigh only the epochs after the resume. Here the
+    files the record names are copied into the new folder and the record carried over:
+    a stopped-and-resumed run ends with the same ``best.ckpt`` as an uninterrupted one.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir, new_dir = state_dict.get("dirpath"), self.dirpath
+        files = {*state_dict.get("best_k_models", {}), state_dict.get("best_model_path")} - {""}
+        if old_dir and new_dir and old_dir != new_dir and all(map(os.path.isfile, files)):
+            moved = {old: str(Path(new_dir) / Path(old).name) for old in files}
+            # Files already there are newer: trainer.test(ckpt_path=...) restores this
+            # state again from the run's own best.ckpt, after this run's epochs.
+            for old, new in moved.items():
+                if not os.path.exists(new):
+                    with open(old, "rb") as source, replaced_atomically(Path(new)) as target:
+                        shutil.copyfileobj(source, target)
+            state_dict = {
+                **state_dict,
+                "dirpath": new_dir,
+                "best_k_models": {moved[p]: v for p, v in state_dict["best_k_models"].items()},
+                "best_model_path": moved.get(state_dict["best_model_path"], ""),
+                "kth_best_model_path": moved.get(state_dict.get("kth_best_model_path"), ""),
+                "last_model_path": "",
+            }
+        super().load_state_dict(state_dict)
 
 
 def warn_if_foreign(path: str | Path, log_dir: str | Path) -> bool:
     """Warn when a checkpoint lies outside the project's ``logs/``; return whether it does.
 
-    Loading stays ``weights_only=True`` either way; the warning tells the user that the
-    weights (and the hyperparameters stored with them) do not come from a run of theirs.
+    Loading stays ``weights_only=True`` either way, and the stored hyperparameters are
+    only data (``src.models.module.spec_class``); the warning tells the user that the
+    weights do not come from a run of theirs.
     """
     foreign = not Path(path).resolve().is_relative_to(Path(log_dir).resolve())
     if foreign:
         log.warning(
             "Checkpoint %s is not under %s: it does not come from one of this project's runs. "
-            "It is loaded with weights_only=True (tensors and plain values only).",
+            "It is loaded with weights_only=True and runs no code it names.",
             path,
             log_dir,
         )

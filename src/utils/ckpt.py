@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
@@ -67,13 +66,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def restore_model(checkpoint: dict[str, Any]) -> SupervisedModule:
+def restore_model(checkpoint: dict[str, Any], path: Path) -> SupervisedModule:
     """The trained model, rebuilt from a checkpoint already read by :func:`load_checkpoint`.
 
     Its hyperparameters are the plain constructor arguments, so no second read of the
-    file (as ``load_from_checkpoint`` would do) is needed.
+    file (as ``load_from_checkpoint`` would do) is needed. ``SupervisedModule`` refuses
+    hyperparameters that name anything but this project's nets and torch's optimizers.
     """
-    model = SupervisedModule(**checkpoint["hyper_parameters"])
+    try:
+        model = SupervisedModule(**checkpoint["hyper_parameters"])
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(
+            f"ckpt_path={path} was refused: its hyper_parameters are not what training with "
+            f"this project writes ({error}). Loading a checkpoint runs no code it names; use "
+            "a checkpoint written by this project's training."
+        ) from None
     model.load_state_dict(checkpoint["state_dict"])
     return model
 
@@ -86,7 +93,7 @@ def model_data_mismatch(hparams: dict[str, Any], data: Any) -> str | None:
     given = (data["task"], list(data["input_shape"]), data["num_outputs"])
     if trained == given:
         return None
-    net_name = get_class(net["_target_"]).__name__
+    net_name = str(net["_target_"]).rpartition(".")[2]
     return (
         f"the checkpoint's model ({net_name}, {trained[0]} on input shape {trained[1]} with "
         f"{trained[2]} outputs) does not match the data ({given[0]}, input shape {given[1]}, "
@@ -100,23 +107,55 @@ def run_folder(checkpoint_path: Path) -> Path:
     return checkpoint_path.parent.parent
 
 
-def resume_checkpoint(cfg: DictConfig) -> str | None:
+# Where each hyperparameter comes from in the config, for messages.
+HPARAM_KEYS = {
+    "net": "model.net",
+    "optimizer": "optimizer",
+    "scheduler": "scheduler",
+    "task": "data.task",
+    "num_outputs": "data.num_outputs",
+    "monitor": "data.monitor",
+}
+
+
+def differences(trained: Any, configured: Any, key: str) -> list[str]:
+    """``key: <trained> in the checkpoint, <configured> here`` for each value that differs."""
+    if isinstance(trained, dict) and isinstance(configured, dict):
+        return [
+            line
+            for name in dict.fromkeys([*trained, *configured])
+            for line in differences(trained.get(name), configured.get(name), f"{key}.{name}")
+        ]
+    if trained == configured:
+        return []
+    return [f"{key}: {trained!r} in the checkpoint, {configured!r} here"]
+
+
+def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     """The checkpoint ``train`` resumes from, checked against the model the config builds.
 
-    Lightning would fail on a different net only after loading the data, with a long
-    state-dict diff; here the message names the overrides the checkpoint's run used.
+    A resume takes the model and the optimizer's and scheduler's state (their settings
+    included) from the checkpoint, whatever the config says. So a config that differs in
+    any of ``hparams`` (the module's arguments) is refused before any work, with every
+    difference and the overrides of the checkpoint's run: the run's ``config.yaml`` then
+    never records a value that did not run.
     """
     path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
     if path is None:
         return None
-    trained_net = load_checkpoint(path)["hyper_parameters"]["net"]
-    if trained_net != OmegaConf.to_container(cfg.model.net, resolve=True):
+    trained = restore_model(load_checkpoint(path), path).hparams
+    changed = [
+        line
+        for name, key in HPARAM_KEYS.items()
+        for line in differences(trained.get(name), hparams[name], key)
+    ]
+    if changed:
         overrides = run_folder(path) / ".hydra" / "overrides.yaml"
         used = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else "unknown"
         raise ConfigError(
-            f"ckpt_path={path} holds a different model than this config builds: trained "
-            f"{trained_net}, configured {OmegaConf.to_container(cfg.model.net, resolve=True)}. "
-            f"Resume with the overrides of that run ({used}) and change only what training "
-            "may change (trainer.max_epochs, for example)."
+            f"ckpt_path={path} was trained with other settings than this command gives, and a "
+            f"resume would silently take the checkpoint's: {'; '.join(changed)}. Resume with "
+            f"the overrides of that run ({used}) and change only what training may change "
+            "(trainer.max_epochs, for example), or start a new run without ckpt_path."
         )
     return str(path)

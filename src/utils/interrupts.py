@@ -13,6 +13,7 @@ which ``ModelCheckpoint`` writes at the end of every epoch.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shlex
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -108,24 +111,44 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
     """The ``last.ckpt`` an earlier attempt of this very job left in its own run folder.
 
     A job requeued after preemption or a timeout (SLURM or ``submitit_local`` through
-    hydra-submitit-launcher) runs again with the same config in the same folder; it
-    resumes from there instead of starting over. Only such jobs (submitit's, or SLURM's
-    requeued ones) are considered, and only when the folder's ``config.yaml`` records the
-    same settings: two ordinary runs that happen to share a folder never resume each other.
+    hydra-submitit-launcher), or a sweep job run again into the same sweep folder, runs
+    with the same config in the same folder: it resumes from there instead of starting
+    over, when the folder's ``config.yaml`` records the same settings. Otherwise (another
+    job's settings, or a single run pointed at a used folder by ``hydra.run.dir``) the old
+    checkpoints are moved aside, so ``best.ckpt`` and ``last.ckpt`` always mean this run's.
     """
     output_dir = Path(cfg.paths.output_dir)
-    last = output_dir / "checkpoints" / "last.ckpt"
-    requeuable = os.environ.get("SUBMITIT_EXECUTOR") or os.environ.get("SLURM_RESTART_COUNT")
-    if not requeuable or cfg.get("ckpt_path") is not None or not last.is_file():
+    folder = output_dir / "checkpoints"
+    if cfg.get("ckpt_path") is not None or not any(folder.glob("*.ckpt")):
         return None
-    recorded = output_dir / "config.yaml"
-    if not recorded.is_file() or without_ckpt_path(
-        OmegaConf.to_container(OmegaConf.load(recorded))
-    ) != without_ckpt_path(resolved_config(cfg)):
-        log.warning("%s belongs to a run with other settings: not resuming from it.", last)
-        return None
-    log.warning("Resuming from %s, left by an earlier attempt of this job.", last)
-    return str(last)
+    last, recorded = folder / "last.ckpt", output_dir / "config.yaml"
+    rerun = (
+        os.environ.get("SUBMITIT_EXECUTOR")
+        or os.environ.get("SLURM_RESTART_COUNT")
+        or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    )
+    if (
+        rerun
+        and last.is_file()
+        and recorded.is_file()
+        and without_ckpt_path(OmegaConf.to_container(OmegaConf.load(recorded)))
+        == without_ckpt_path(resolved_config(cfg))
+    ):
+        log.warning("Resuming from %s, left by an earlier attempt of this job.", last)
+        return str(last)
+    aside = next(
+        path
+        for path in (output_dir / f"checkpoints-earlier-{n}" for n in itertools.count(1))
+        if not path.exists()
+    )
+    folder.rename(aside)
+    log.warning(
+        "%s held the checkpoints of an earlier run with other settings: moved to %s, so that "
+        "this run's best.ckpt and last.ckpt are its own.",
+        folder,
+        aside,
+    )
+    return None
 
 
 def without_ckpt_path(config: dict) -> dict:

@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
@@ -17,12 +20,30 @@ from omegaconf import DictConfig, OmegaConf
 KEY_PACKAGES = ("torch", "lightning", "torchmetrics", "hydra-core", "torchvision", "scikit-learn")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a crash leaves the old file or the new one."""
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
+    """A new file to write that then replaces ``path`` in one rename.
+
+    A crash leaves the old file or the new one, never half of one. The temporary name is
+    unique per writer, so processes writing the same path (DDP ranks, runs sharing a
+    folder) never rename each other's half-written files.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    with replaced_atomically(path) as file:
+        file.write(text.encode())
 
 
 def git_state(repo: Path) -> dict[str, Any]:
