@@ -29,6 +29,7 @@ from src.utils.ckpt import (
     run_folder,
 )
 from src.utils.run_files import print_config_tree, record_run, write_metrics
+from src.utils.validate import raise_if
 
 
 def checkpoint_path(cfg: DictConfig) -> Path:
@@ -78,10 +79,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.data = data
         cfg.ckpt_path = str(ckpt_path)
 
+    problems: list[str] = []
+    trainer = build_trainer(cfg, problems)
+    raise_if(problems)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
-    trainer = build_trainer(cfg)
     record_run(cfg, output_dir)
 
     trainer.test(model, datamodule=datamodule)

@@ -26,6 +26,7 @@ from src.eval import checkpoint_path
 from src.train import build_trainer, run_reporting_errors
 from src.utils.ckpt import load_checkpoint, restore_model
 from src.utils.run_files import print_config_tree, record_run, write_atomic
+from src.utils.validate import raise_if
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,13 @@ def predict(cfg: DictConfig) -> Path:
             "no input given: pass input=FILE_OR_FOLDER (a CSV of feature rows for tabular "
             "models, a folder of PNG images or an .npy array for image models)."
         )
+    problems: list[str] = []
+    trainer = build_trainer(cfg, problems)
+    raise_if(problems)
     checkpoint = load_checkpoint(ckpt_path)
     names, inputs = read_inputs(Path(cfg.input), preprocessing_state(checkpoint))
 
     model = restore_model(checkpoint, ckpt_path)
-    trainer = build_trainer(cfg)
     record_run(cfg, output_dir)
     batches = DataLoader(
         TensorBatches(inputs, torch.zeros(len(inputs))),

@@ -18,19 +18,28 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.callbacks.hparams import log_hparams
 from src.callbacks.safety import safety_callbacks
-from src.errors import UserError
+from src.errors import ConfigError, UserError
+from src.models.module import spec_class
 from src.utils.ckpt import resume_checkpoint
 from src.utils.debug import log_debug_changes
 from src.utils.interrupts import earlier_attempt_checkpoint, exit_resumably
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 from src.utils.speed import NoProfiler, skip_failing_nvml_probe
 from src.utils.sweeps import sweep_job
-from src.utils.validate import validate_config
+from src.utils.validate import (
+    accelerator_problems,
+    attempt,
+    config_problems,
+    pair_problems,
+    raise_if,
+    signature_problems,
+)
 
 log = logging.getLogger(__name__)
 errors_log = logging.getLogger("run_errors")  # to the run's log file only (configs/hydra)
@@ -59,18 +68,71 @@ def model_hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def build_model(cfg: DictConfig) -> L.LightningModule:
-    return get_class(cfg.model._target_)(**model_hparams(cfg))
+def build_model(cfg: DictConfig, problems: list[str]) -> L.LightningModule | None:
+    """The module and its net, checked as training will use them: the net's arguments and
+    the data it declares to support, then the optimizer and scheduler built once on its
+    parameters. Problems go to ``problems``; ``None`` if the module cannot be built."""
+    hparams = model_hparams(cfg)
+    net_class, net_arguments = spec_class(hparams["net"], "net")
+    found = signature_problems(net_class, net_arguments, "model.net")
+    configs = Path(cfg.paths.root_dir) / "configs"
+    found += pair_problems(net_class, cfg.data.task, list(cfg.data.input_shape), configs)
+    for name in ("optimizer", "scheduler"):
+        if hparams[name]:
+            spec = {key: value for key, value in hparams[name].items() if key != "interval"}
+            found += signature_problems(*spec_class(spec, name), name)
+    problems += found
+    if found:
+        return None
+    model = attempt("model.net", lambda: get_class(cfg.model._target_)(**hparams), problems)
+    if model is not None:
+        attempt("optimizer", model.configure_optimizers, problems)
+    return model
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
-    callbacks += safety_callbacks()
-    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
+    """The Trainer with the configured callbacks and loggers, and the ones that guard the
+    run. A callback that a trainer flag switches off (``enable_progress_bar=false``,
+    ``enable_model_summary=false``) is left out rather than refused, as that flag asks."""
+    specs = {
+        f"{group}.{name}": spec
+        for group in ("callbacks", "logger")
+        for name, spec in (cfg.get(group) or {}).items()
+    }
+    found = [problem for key, spec in specs.items() for problem in config_problems(spec, key)]
+    found += config_problems(cfg.trainer, "trainer")
+    found += accelerator_problems(cfg.trainer.get("accelerator"))
+    problems += found
+    if found:
+        return None
+    built = {
+        key: attempt(key, lambda spec=spec: instantiate(spec), problems)
+        for key, spec in specs.items()
+    }
+    switched_off = tuple(
+        kind
+        for kind, flag in (
+            (ProgressBar, "enable_progress_bar"),
+            (ModelSummary, "enable_model_summary"),
+        )
+        if cfg.trainer.get(flag) is False
+    )
+    callbacks = [
+        c
+        for key, c in built.items()
+        if key.startswith("callbacks.") and not isinstance(c, switched_off)
+    ]
+    loggers = [c for key, c in built.items() if key.startswith("logger.")]
     skip_failing_nvml_probe()
     # A profiler chosen in the config (debug=profiler) wins over the cheap no-op.
     quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **quiet)
+    return attempt(
+        "trainer",
+        lambda: instantiate(
+            cfg.trainer, callbacks=callbacks + safety_callbacks(), logger=loggers or False, **quiet
+        ),
+        problems,
+    )
 
 
 def collect_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -86,29 +148,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to metrics.json)."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    validate_config(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    problems = config_problems(cfg.data, "data")
+    datamodule = attempt("data", lambda: instantiate(cfg.data), problems) if not problems else None
+    model = build_model(cfg, problems)
+    trainer = build_trainer(cfg, problems)
+    raise_if(problems)
+    if not cfg.get("train") and cfg.get("ckpt_path") is None:
+        raise ConfigError(
+            "train=false tests a trained checkpoint: give it with ckpt_path=PATH (or "
+            "ckpt_path=last), or test one with python src/eval.py ckpt_path=PATH."
+        )
     # Resolved now, so a bad path fails before the data loads and config.yaml names the file.
     cfg.ckpt_path = resume_checkpoint(cfg, model_hparams(cfg)) or earlier_attempt_checkpoint(cfg)
     log_debug_changes(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-
-    datamodule = instantiate(cfg.data)
     # Read the data now so a missing data set fails before anything else is created.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = build_model(cfg)
-    trainer = build_trainer(cfg)
     record_run(cfg, output_dir)
     for logger in trainer.loggers:
         logger.log_hyperparams(run_identity(cfg))
 
     metrics: dict[str, Any] = run_identity(cfg)
+    best_path = cfg.ckpt_path  # train=false tests the checkpoint given
     if cfg.get("train"):
         with exit_resumably(trainer, cfg):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics.update(collect_metrics(trainer))
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        callback = trainer.checkpoint_callback
+        best_path = callback.best_model_path if callback else ""
     if cfg.get("test"):
         if not best_path:
             log.warning("No best checkpoint was saved: testing the weights as they are now.")

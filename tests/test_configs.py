@@ -13,7 +13,7 @@ from tests.conftest import CONFIG_DIR, compose_config
 GROUP_OPTIONS = sorted(
     (path.parent.relative_to(CONFIG_DIR).as_posix(), path.stem)
     for path in CONFIG_DIR.glob("*/*.yaml")
-    if path.parent.name != "hydra"
+    if path.parent.name != "hydra" and not path.stem.startswith("_")  # _shared: a base
 )
 
 

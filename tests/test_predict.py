@@ -64,7 +64,7 @@ def test_npy_images_are_preprocessed_exactly_as_training_data(lenet_ckpt, tmp_pa
     checkpoint = torch.load(lenet_ckpt, weights_only=True)
     datamodule = DigitsDataModule(task="classification", input_shape=[1, 28, 28], num_outputs=10)
     datamodule.load_state_dict(checkpoint["DigitsDataModule"])
-    inputs = datamodule.normalize_inputs(datamodule.load()[0][:5])
+    inputs = (datamodule.load()[0][:5] - datamodule.mean) / datamodule.std
     model = SupervisedModule.load_from_checkpoint(lenet_ckpt, weights_only=True).eval()
     with torch.no_grad():
         expected = model(inputs).softmax(dim=1)

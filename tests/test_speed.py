@@ -76,8 +76,8 @@ def test_augment_shift_on_tabular_data_is_refused(make_cfg) -> None:
 
 
 def test_trainer_gets_the_cheap_profiler_unless_one_is_chosen(make_cfg) -> None:
-    assert isinstance(build_trainer(make_cfg()).profiler, speed.NoProfiler)
-    chosen = build_trainer(make_cfg("+trainer.profiler=simple")).profiler
+    assert isinstance(build_trainer(make_cfg(), []).profiler, speed.NoProfiler)
+    chosen = build_trainer(make_cfg("+trainer.profiler=simple"), []).profiler
     assert type(chosen).__name__ == "SimpleProfiler"
 
 

@@ -51,7 +51,7 @@ def test_fast_dev_run_trains_and_tests_every_supported_pair(
 def test_model_alone_selects_its_natural_data(make_cfg):
     assert make_cfg("model=mlp").data.input_shape == [20]
     assert make_cfg("model=lenet").data.name == "MNIST"
-    assert make_cfg("model=linreg").data._target_.endswith("CaliforniaDataModule")
+    assert make_cfg("model=linreg").data.loader.endswith("fetch_california_housing")
     assert make_cfg("model=lenet", "data=digits").data._target_.endswith("DigitsDataModule")
 
 

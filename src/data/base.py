@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
-
-from src.errors import ConfigError
 
 TASKS = ("classification", "regression")
 
@@ -56,8 +54,6 @@ def split_indices(
     if num_folds is None:
         num_val = round(len(pool) * val_fraction)
         return Splits(train=pool[num_val:], val=pool[:num_val], test=test)
-    if fold is None or not 0 <= fold < num_folds:
-        raise ConfigError(f"data.fold must be in 0..{num_folds - 1} when num_folds={num_folds}")
     folds = torch.tensor_split(pool, num_folds)
     train = torch.cat([part for i, part in enumerate(folds) if i != fold])
     return Splits(train=train, val=folds[fold], test=test)
@@ -130,12 +126,22 @@ def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
+def value_problems(**checks: tuple[Any, bool, str]) -> None:
+    """Raise one ``ValueError`` naming every ``name=(value, ok, requirement)`` not ok."""
+    problems = [f"{name}={value!r} {need}" for name, (value, ok, need) in checks.items() if not ok]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Loads a data set once, splits it by (seed, fold) and serves batches from tensors.
 
-    Subclasses implement :meth:`load`, returning the decoded examples, and may override
-    :meth:`fit_normalization` / :meth:`normalize_inputs`. Everything else (splitting,
-    normalizing with training statistics only, loaders) is shared.
+    A data set implements :meth:`load`, returning the decoded examples; everything else
+    is shared. Inputs are standardized with statistics of the training split only, per
+    feature for feature rows (``input_shape=[F]``) and per channel for images
+    (``[C, H, W]``): one statistic over a whole table would drown small features in
+    large ones. ``normalize=false`` keeps inputs as they are (synthetic data, already
+    standard). The statistics are saved in checkpoints for ``predict.py``.
     """
 
     def __init__(
@@ -154,12 +160,33 @@ class InMemoryDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         device_resident: bool = False,
         augment_shift: int = 0,
+        normalize: bool = True,
         monitor: str = "val/loss",
-        monitor_mode: str = "min",
+        monitor_mode: Literal["min", "max"] = "min",
     ) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ConfigError(f"data.task must be one of {TASKS}, got {task!r}")
+        value_problems(
+            task=(task, task in TASKS, f"must be one of {TASKS}"),
+            batch_size=(batch_size, batch_size > 0, "must be positive"),
+            eval_batch_size=(
+                eval_batch_size,
+                eval_batch_size is None or eval_batch_size > 0,
+                "must be positive",
+            ),
+            val_fraction=(val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)"),
+            test_fraction=(test_fraction, 0 <= test_fraction < 1, "must be in [0, 1)"),
+            num_folds=(num_folds, num_folds is None or num_folds >= 2, "must be null or >= 2"),
+            fold=(
+                fold,
+                (fold is None) == (num_folds is None) and (fold is None or 0 <= fold < num_folds),
+                "must be in 0..num_folds-1, given with num_folds",
+            ),
+            augment_shift=(
+                augment_shift,
+                augment_shift >= 0 and (not augment_shift or len(input_shape) == 3),
+                "shifts images [C, H, W] only, by a number of pixels >= 0",
+            ),
+        )
         self.task = task
         self.input_shape = list(input_shape)
         self.num_outputs = num_outputs
@@ -173,26 +200,25 @@ class InMemoryDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.device_resident = device_resident
         self.augment_shift = augment_shift
-        # The metric that picks the best checkpoint depends on the task, which this declares.
-        self.monitor = monitor
-        self.monitor_mode = monitor_mode
+        self.normalize = normalize
+        # Declared here, read by the configs: the metric that picks best.ckpt.
+        self.monitor, self.monitor_mode = monitor, monitor_mode
         self.datasets: dict[str, TensorBatches] = {}
 
-    # -- what subclasses provide -------------------------------------------------------
     def load(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """Return ``(inputs, targets, own_test)``; ``own_test`` is a shipped test split."""
         raise NotImplementedError
 
     def fit_normalization(self, train_inputs: Tensor) -> None:
-        """Learn normalization statistics from the training split only."""
-        self.mean = train_inputs.mean()
-        self.std = train_inputs.std().clamp_min(1e-8)
+        """Mean and std per feature or channel (the first input axis), training split only."""
+        others = [axis for axis in range(train_inputs.dim()) if axis != 1]
+        shape = [train_inputs.shape[1]] + [1] * (train_inputs.dim() - 2)  # one example
+        if self.normalize:
+            self.mean = train_inputs.mean(dim=others).reshape(shape)
+            self.std = train_inputs.std(dim=others).clamp_min(1e-8).reshape(shape)
+        else:
+            self.mean, self.std = torch.zeros(shape), torch.ones(shape)
 
-    def normalize_inputs(self, inputs: Tensor) -> Tensor:
-        """Normalize in place: ``setup`` passes copies it owns, so no second copy is made."""
-        return inputs.sub_(self.mean).div_(self.std)
-
-    # -- shared machinery ----------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
@@ -217,7 +243,8 @@ class InMemoryDataModule(L.LightningDataModule):
         }
         del inputs, test_inputs  # the splits are copies: at most two copies exist at once
         self.datasets = {
-            name: TensorBatches(self.normalize_inputs(x.float()).contiguous(), self.cast_targets(y))
+            # in place: the splits are copies this method owns
+            name: TensorBatches(x.float().sub_(self.mean).div_(self.std), self.cast_targets(y))
             for name, (x, y) in parts.items()
         }
 
@@ -244,7 +271,7 @@ class InMemoryDataModule(L.LightningDataModule):
             return False
         return device.type == "cuda" if self.pin_memory is None else self.pin_memory
 
-    def loader(self, name: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+    def make_loader(self, name: str, *, shuffle: bool, batch_size: int) -> DataLoader:
         pin_memory = self.place_data()
         dataset = self.datasets[name]
         # torch.initial_seed() is the run's seed once seed_everything has set it.
@@ -261,28 +288,30 @@ class InMemoryDataModule(L.LightningDataModule):
         if not (self.augment_shift and self.trainer and self.trainer.training):
             return batch
         inputs, targets = batch
-        background = float((0.0 - self.mean) / self.std)  # a black pixel, normalized
+        background = float(((0.0 - self.mean) / self.std).mean())  # a black pixel, normalized
         return random_shift(inputs, self.augment_shift, background), targets
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True, batch_size=self.batch_size)
+        return self.make_loader("train", shuffle=True, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader("val", shuffle=False, batch_size=self.eval_batch_size)
+        return self.make_loader("val", shuffle=False, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test", shuffle=False, batch_size=self.eval_batch_size)
+        return self.make_loader("test", shuffle=False, batch_size=self.eval_batch_size)
 
     def state_dict(self) -> dict:
         """What a checkpoint needs to preprocess new inputs: plain values and tensors only.
 
         ``src/predict.py`` reads it back, so predicting needs neither the data nor this
-        class. Feature rows name their columns (``x0``, ``x1``, ... unless a data set has
-        names); image modules add ``pixel_max``, the value a white pixel has in ``load``.
+        class. Feature rows name their columns (``feature_names``, ``x0``, ``x1``, ... unless
+        ``load`` set them); image modules add ``pixel_max``, the value a white pixel has in
+        ``load``.
         """
         state = {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
         if len(self.input_shape) == 1:
-            state["feature_names"] = [f"x{i}" for i in range(self.input_shape[0])]
+            names = getattr(self, "feature_names", None)
+            state["feature_names"] = names or [f"x{i}" for i in range(self.input_shape[0])]
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -37,6 +37,11 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not all(size > 0 for size in hidden_sizes) or not 0 <= dropout < 1:
+            raise ValueError(
+                f"hidden_sizes must be positive integers and dropout in [0, 1), got "
+                f"{list(hidden_sizes)} and {dropout}"
+            )
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for hidden in hidden_sizes:

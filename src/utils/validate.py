@@ -1,84 +1,158 @@
-"""Checks of the composed config that run before any data is read or folder is filled.
+"""The composed config checked against the classes it configures, before any data is read.
 
-Every problem found is reported at once, in one message, so a user fixes a command
-line in one go instead of one crash at a time.
+Nothing here knows a rule of its own about a value. Each configured class is asked: its
+signature says which arguments exist and their types (checked with ``typeguard``), and
+building it runs its own checks (Lightning's ``MisconfigurationException``, a net's or
+a data module's ``ValueError``). Whatever those libraries and a user's own classes
+accept is accepted, and every problem found is reported at once, in one message.
 """
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig, ListConfig
+from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import OmegaConf
+from typeguard import TypeCheckError, check_type
 
 from src.errors import ConfigError
-from src.models.nets import ACTIVATIONS, NETS
+from src.models.module import spec_class
+
+# What building a configured object raises when a value is wrong.
+BUILD_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    MisconfigurationException,
+    InstantiationException,
+    ConfigError,
+)
 
 
-def model_data_problems(cfg: DictConfig) -> list[str]:
-    net_class = get_class(cfg.model.net._target_)
-    if not hasattr(net_class, "supports"):
+def keyword_parameters(cls: type) -> dict[str, Any] | None:
+    """``{argument: annotation}`` of ``cls(...)``, following ``**kwargs`` into base classes;
+    ``None`` when some ``**kwargs`` go nowhere that declares them (anything is accepted)."""
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        init = vars(klass)["__init__"]
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 - unresolvable annotations: check names only
+            hints = {}
+        parameters = list(inspect.signature(init).parameters.values())[1:]  # without self
+        for parameter in parameters:
+            if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                found.setdefault(parameter.name, hints.get(parameter.name, Any))
+        if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
+            return found
+    return None
+
+
+def described(annotation: Any) -> str:
+    """A type as a person reads it: ``int or None``, ``one of 'min', 'max'``."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if typing.get_origin(annotation) in (typing.Union, type(int | None)):
+        return " or ".join(described(arg) for arg in args)
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def holds_spec(value: Any) -> bool:
+    """Whether ``value`` is a ``_target_`` spec or a list of them: built, not a plain value."""
+    if isinstance(value, list):
+        return any(map(holds_spec, value))
+    return isinstance(value, dict) and "_target_" in value
+
+
+def signature_problems(cls: type, arguments: dict[str, Any], key: str) -> list[str]:
+    """Arguments ``cls`` does not take, and values not of the type its signature declares."""
+    parameters = keyword_parameters(cls)
+    if parameters is None:
         return []
-    if net_class.supports(cfg.data.task, list(cfg.data.input_shape)):
-        return []
-    pairs = "; ".join(f"model={name} trains on {net.accepts}" for name, net in NETS.items())
-    return [
-        f"{net_class.__name__} cannot train on this data ({cfg.data.task}, input shape "
-        f"{list(cfg.data.input_shape)}): it needs {net_class.accepts}. Supported pairs: {pairs}."
-    ]
-
-
-def value_problems(cfg: DictConfig) -> list[str]:
-    trainer = cfg.trainer
-    checks: list[tuple[str, object, Callable[[object], bool], str]] = [
-        ("data.batch_size", cfg.data.get("batch_size"), is_positive_int, "a positive integer"),
-        ("optimizer.lr", cfg.optimizer.get("lr"), is_positive_number, "a positive number"),
-        ("trainer.max_epochs", trainer.get("max_epochs"), is_epoch_limit, "-1 or >= 1"),
-        ("data.val_fraction", cfg.data.get("val_fraction"), is_fraction, "in [0, 1)"),
-        ("data.test_fraction", cfg.data.get("test_fraction"), is_fraction, "in [0, 1)"),
-        ("data.eval_batch_size", cfg.data.get("eval_batch_size"), is_positive_int, "> 0"),
-        ("data.num_folds", cfg.data.get("num_folds"), is_fold_count, "an integer >= 2"),
-        ("model.net.dropout", cfg.model.net.get("dropout"), is_fraction, "in [0, 1)"),
-        ("trainer.devices", trainer.get("devices"), is_devices, "> 0, -1, 'auto' or a list"),
-        ("trainer.num_nodes", trainer.get("num_nodes"), is_positive_int, "a positive integer"),
-        ("trainer.precision", trainer.get("precision"), is_precision, f"one of {PRECISIONS}"),
-        ("trainer.log_every_n_steps", trainer.get("log_every_n_steps"), is_positive_int, "> 0"),
-        ("trainer.gradient_clip_val", trainer.get("gradient_clip_val"), is_non_negative, ">= 0"),
-    ]
-    problems = [
-        f"{name}={value!r} must be {expected}"
-        for name, value, is_ok, expected in checks
-        if value is not None and not is_ok(value)
-    ]
-    shift = cfg.data.get("augment_shift")
-    if shift and len(cfg.data.input_shape) != 3:
-        problems.append(
-            f"data.augment_shift={shift} shifts images, but data.input_shape="
-            f"{list(cfg.data.input_shape)} is not an image [C, H, W]; leave it at 0"
-        )
-    fold, num_folds = cfg.data.get("fold"), cfg.data.get("num_folds")
-    if is_fold_count(num_folds) and not (isinstance(fold, int) and 0 <= fold < num_folds):
-        problems.append(f"data.fold={fold!r} must be in 0..{num_folds - 1} (data.num_folds)")
-    net = cfg.model.net
-    hidden = net.get("hidden_sizes")
-    if hidden is not None and not all(is_positive_int(size) for size in hidden):
-        problems.append(f"model.net.hidden_sizes={list(hidden)} must be positive integers")
-    activation = net.get("activation")
-    if activation is not None and activation not in ACTIVATIONS:
-        problems.append(
-            f"model.net.activation={activation!r} is unknown; choose one of {sorted(ACTIVATIONS)}"
-        )
+    problems = []
+    for name, value in arguments.items():
+        if name not in parameters:
+            problems.append(
+                f"{key}.{name} is not an argument of {cls.__name__} (it takes: "
+                f"{', '.join(parameters)})"
+            )
+            continue
+        if holds_spec(value):
+            continue  # objects of their own, checked when built
+        try:
+            check_type(value, parameters[name])
+        except TypeCheckError:
+            problems.append(f"{key}.{name}={value!r} must be {described(parameters[name])}")
     return problems
 
 
-def accelerator_problems(cfg: DictConfig) -> list[str]:
-    accelerator = cfg.trainer.get("accelerator")
+def config_problems(node: Any, key: str) -> list[str]:
+    """Signature problems of a ``_target_`` config node (one level; nested specs skipped)."""
+    spec = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(spec, dict) or "_target_" not in spec:
+        return []
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(spec["_target_"])
+    except Exception as error:  # noqa: BLE001 - Hydra raises several kinds for a bad name
+        return [f"{key}._target_={spec['_target_']!r} cannot be imported ({error})"]
+    arguments = {name: value for name, value in spec.items() if not name.startswith("_")}
+    return signature_problems(cls, arguments, key)
+
+
+def attempt(key: str, build: Callable[[], Any], problems: list[str]) -> Any:
+    """``build()``, or ``None`` with the library's own message added to ``problems``."""
+    try:
+        return build()
+    except BUILD_ERRORS as error:
+        cause = error.__cause__ or error  # Hydra wraps a constructor's error
+        problems.append(f"{key}: {str(cause).splitlines()[0] if str(cause) else repr(cause)}")
+        return None
+
+
+def nets_for(task: str, input_shape: list[int], config_dir: Path) -> list[str]:
+    """The ``model=`` configs whose net declares that it trains on this data."""
+    names = []
+    for path in sorted(config_dir.glob("model/*.yaml")):
+        target = OmegaConf.select(OmegaConf.load(path), "model.net._target_")
+        net_class = spec_class({"_target_": target}, "net")[0] if target else None
+        if net_class and getattr(net_class, "supports", lambda *_: True)(task, input_shape):
+            names.append(path.stem)
+    return names
+
+
+def pair_problems(net_class: type, task: str, input_shape: list[int], configs: Path) -> list[str]:
+    """Why this net cannot train on this data (its own ``supports``), naming nets that can."""
+    if getattr(net_class, "supports", lambda *_: True)(task, input_shape):
+        return []
+    fitting = ", ".join(f"model={name}" for name in nets_for(task, input_shape, configs))
+    return [
+        f"{net_class.__name__} cannot train on this data ({task}, input shape {input_shape}): "
+        f"it takes {getattr(net_class, 'accepts', 'other data')}. On this data train "
+        f"{fitting or 'a net of your own'}"
+    ]
+
+
+def accelerator_problems(accelerator: str | None) -> list[str]:
+    """The machine lacks what ``trainer.accelerator`` asks for (Lightning names no remedy)."""
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
         return [
             f"trainer.accelerator={accelerator} but torch sees no CUDA GPU on this machine "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). "
-            "Train on the CPU with trainer=cpu, or install a CUDA build of torch on a GPU machine."
+            f"(torch {torch.__version__}, {build}). Train on the CPU with trainer=cpu, or run "
+            "on a machine with an NVIDIA GPU and driver."
         ]
     if accelerator == "mps" and not torch.backends.mps.is_available():
         return [
@@ -87,45 +161,7 @@ def accelerator_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise one ``ConfigError`` listing every problem, or return if there is none."""
-    problems = value_problems(cfg) + model_data_problems(cfg) + accelerator_problems(cfg)
+def raise_if(problems: list[str]) -> None:
+    """One ``ConfigError`` listing every problem, if there is any."""
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-
-
-def is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def is_positive_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def is_epoch_limit(value: object) -> bool:
-    return isinstance(value, int) and (value == -1 or value >= 1)
-
-
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16")
-
-
-def is_fold_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
-
-
-def is_non_negative(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-
-
-def is_devices(value: object) -> bool:
-    if isinstance(value, list | ListConfig):
-        return bool(value) and all(isinstance(item, int) and item >= 0 for item in value)
-    return value in ("auto", -1) or is_positive_int(value)
-
-
-def is_precision(value: object) -> bool:
-    return str(value) in PRECISIONS
-
-
-def is_fraction(value: object) -> bool:
-    return isinstance(value, int | float) and 0 <= value < 1
