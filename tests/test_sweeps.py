@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -184,6 +186,48 @@ def test_joblib_runs_jobs_in_parallel_and_a_rerun_resumes_the_sweep(tmp_path):
     assert "Skipped: this job already finished" in (sweep / "0" / "train.log").read_text()
     assert (sweep / "1" / "metrics.json").is_file()
     assert [row["status"] for row in summary_rows(sweep)] == ["ok", "ok"]
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of a running process (from /proc); None once it has exited."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return None if state == "Z" else int(parent)
+
+
+@pytest.mark.slow
+def test_killing_a_joblib_sweep_ends_its_worker_processes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["data=digits", "optimizer.lr=0.01,0.001", "trainer.max_epochs=100000", *QUIET]
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    command = [sys.executable, "src/train.py", "-m", *args, *launcher]
+    main = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not all((sweep / job / "checkpoints" / "last.ckpt").is_file() for job in "01"):
+            assert main.poll() is None and time.monotonic() < deadline, "no job started training"
+            time.sleep(0.5)
+        pids = [int(path.name) for path in Path("/proc").iterdir() if path.name.isdigit()]
+        workers = [pid for pid in pids if parent_of(pid) == main.pid]  # and loky's helpers
+        assert len(workers) >= 2
+
+        main.kill()
+        main.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(parent_of(pid) is not None for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+        assert [pid for pid in workers if parent_of(pid) is not None] == []
+        for job in "01":  # each stopped as an interrupted run does, then its worker ended
+            assert "Training stopped by SIGTERM" in (sweep / job / "train.log").read_text()
+    finally:
+        main.kill()
+        for pid in workers:
+            if parent_of(pid) is not None:
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
