@@ -248,6 +248,7 @@ def parent_of(pid: int) -> int | None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
 def test_killing_a_joblib_sweep_ends_its_worker_processes(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["data=digits", "optimizer.lr=0.01,0.001", "trainer.max_epochs=100000", *QUIET]
