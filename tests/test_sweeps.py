@@ -10,8 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,12 +96,19 @@ def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_
 
 
 def write_job(
-    sweep: Path, name: str, overrides: list[str], metrics: dict | None, monitor=("val/acc", "max")
+    sweep: Path,
+    name: str,
+    overrides: list[str],
+    metrics: dict | None,
+    monitor=("val/acc", "max"),
+    sweeper: dict | None = None,
 ) -> None:
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {}}}))
+    (job / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"sweeper": sweeper or {}}})
+    )
     data = {"monitor": monitor[0], "monitor_mode": monitor[1]}
     config = {"optimized_metric": "${data.monitor}", "data": data}  # as Hydra saves it
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -137,6 +147,48 @@ def test_a_loss_is_ranked_lowest_first_and_unfinished_jobs_are_listed_last(tmp_p
     ]
     assert "Ranked by val/loss (lower is better)" in summary.markdown
     assert [row["job"] for row in summary_rows(tmp_path)] == ["1", "0", "2"]
+
+
+def test_a_killed_sweep_is_summarised_with_every_job_it_asked_for(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = multirun(sweep, "data=digits", "optimizer=glob(ada*)")  # adagrad, adam, adamw
+    assert result.returncode == 0, result.stderr
+    # as if killed during job 1: job 2 never started, job 1 left no metrics.json
+    shutil.rmtree(sweep / "2")
+    (sweep / "1" / "metrics.json").unlink()
+
+    summary = summarize(sweep)
+
+    assert [(job.name, job.status, job.overrides["optimizer"]) for job in summary.jobs] == [
+        ("0", "ok", "adagrad"),
+        ("1", "missing", "adam"),
+        ("2", "missing", "adamw"),
+    ]
+    assert "3 jobs: 1 ok, 0 failed, 2 missing." in summary.markdown
+    assert "| 2 | missing | adamw |" in summary.markdown
+    assert [row["optimizer"] for row in summary_rows(sweep)] == ["adagrad", "adam", "adamw"]
+
+
+def test_an_optuna_search_counts_the_trials_it_never_started_as_missing(tmp_path):
+    optuna = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
+    grid = {**optuna, "sampler": {"_target_": "optuna.samplers.GridSampler"}}
+    for name, sweeper in {"tpe": optuna, "grid": grid}.items():
+        for trial, lr in enumerate(["0.1", "0.01"]):  # 2 of 4 trials ran
+            overrides = ["data=digits", f"optimizer.lr={lr}"]
+            metrics = {"val/acc": 0.5}
+            write_job(
+                tmp_path / name, str(trial), overrides, metrics, sweeper={**sweeper, "n_trials": 4}
+            )
+
+    summary = summarize(tmp_path / "tpe")
+
+    statuses = [(job.name, job.status) for job in summary.jobs]
+    assert statuses[2:] == [("2", "missing"), ("3", "missing")]
+    assert summary.jobs[3].overrides == {}  # Optuna draws them when it starts the trial
+    assert "4 jobs: 2 ok, 0 failed, 2 missing." in summary.markdown
+    assert "Same in every job: `data=digits`" in summary.markdown
+    # a grid search may run fewer trials than n_trials: only the started ones are known
+    assert len(summarize(tmp_path / "grid").jobs) == 2
 
 
 def test_the_slurm_launcher_takes_its_cluster_settings_from_the_config(tmp_path):
@@ -184,6 +236,49 @@ def test_joblib_runs_jobs_in_parallel_and_a_rerun_resumes_the_sweep(tmp_path):
     assert "Skipped: this job already finished" in (sweep / "0" / "train.log").read_text()
     assert (sweep / "1" / "metrics.json").is_file()
     assert [row["status"] for row in summary_rows(sweep)] == ["ok", "ok"]
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of a running process (from /proc); None once it has exited."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return None if state == "Z" else int(parent)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_killing_a_joblib_sweep_ends_its_worker_processes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["data=digits", "optimizer.lr=0.01,0.001", "trainer.max_epochs=100000", *QUIET]
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    command = [sys.executable, "src/train.py", "-m", *args, *launcher]
+    main = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not all((sweep / job / "checkpoints" / "last.ckpt").is_file() for job in "01"):
+            assert main.poll() is None and time.monotonic() < deadline, "no job started training"
+            time.sleep(0.5)
+        pids = [int(path.name) for path in Path("/proc").iterdir() if path.name.isdigit()]
+        workers = [pid for pid in pids if parent_of(pid) == main.pid]  # and loky's helpers
+        assert len(workers) >= 2
+
+        main.kill()
+        main.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(parent_of(pid) is not None for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+        assert [pid for pid in workers if parent_of(pid) is not None] == []
+        for job in "01":  # each stopped as an interrupted run does, then its worker ended
+            assert "Training stopped by SIGTERM" in (sweep / job / "train.log").read_text()
+    finally:
+        main.kill()
+        for pid in workers:
+            if parent_of(pid) is not None:
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Summarise a sweep folder: one row per job, ranked by the optimized metric.
 
-Reads only what the jobs wrote (``.hydra/``, ``metrics.json``, ``error.txt``), so it
-works on any finished, failed or half-run sweep, from any launcher or sweeper, and writes
+Reads only what Hydra and the jobs wrote (``multirun.yaml``, ``.hydra/``, ``metrics.json``,
+``error.txt``), so it works on any finished, failed or half-run sweep, from any launcher or
+sweeper, lists the jobs that a killed sweep never started, and writes
 ``summary.csv``, ``summary.md`` and ``summary.png`` into the sweep folder. A sweep over
 ``data.fold`` also gets the mean and standard deviation of each setting's metrics across
 its folds (cross-validation).
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
 from src.utils.sweeps import ERROR_FILE
@@ -32,7 +38,7 @@ MAXIMIZED = re.compile(r"acc|r2|f1|auroc|auc|precision|recall|iou", re.IGNORECAS
 class Job:
     name: str
     status: str  # ok (metrics.json), failed (error.txt) or missing (neither: killed, not run)
-    overrides: dict[str, str]
+    overrides: dict[str, str]  # empty for an Optuna trial that never started
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
 
@@ -45,19 +51,61 @@ class Summary:
     markdown: str
 
 
-def read_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder of the sweep (a folder with ``.hydra/overrides.yaml``), by number."""
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """The folders of the jobs that started (Hydra wrote their ``.hydra/``), by number."""
     folders = [path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")]
-    return [read_job(folder) for folder in sorted(folders, key=job_number)]
+    if not folders:
+        raise FileNotFoundError(f"{sweep_dir} holds no job folder (<n>/.hydra/overrides.yaml)")
+    return sorted(folders, key=lambda folder: job_number(folder.name))
 
 
-def job_number(folder: Path) -> tuple[int, str]:
-    return (int(folder.name), "") if folder.name.isdigit() else (-1, folder.name)
+def job_number(name: str) -> tuple[int, str]:
+    return (int(name), "") if name.isdigit() else (-1, name)
+
+
+def read_jobs(sweep_dir: Path, folders: list[Path]) -> list[Job]:
+    """The jobs in ``folders``, and the others that the sweep asked for, by number."""
+    jobs = {folder.name: read_job(folder) for folder in folders}
+    for name, overrides in planned_jobs(sweep_dir, folders[0]).items():
+        jobs.setdefault(name, Job(name, "missing", overrides))
+    return sorted(jobs.values(), key=lambda job: job_number(job.name))
+
+
+def planned_jobs(sweep_dir: Path, job_dir: Path) -> dict[str, dict[str, str]]:
+    """Every job that the sweep asked for, by number, with its overrides where known.
+
+    The basic sweeper writes ``multirun.yaml`` before its first job; its jobs are the
+    cartesian product of the sweep's overrides, expanded and numbered here by Hydra's own
+    parser and sweeper (a ``glob(...)`` lists the config groups on the sweep's own search
+    path). An Optuna search draws each trial's overrides as it starts it: only the number
+    of trials is known, from any job's ``.hydra/hydra.yaml`` (its grid sampler may run
+    fewer, so that case, like any other sweeper, lists only the jobs that started).
+    """
+    multirun = sweep_dir / "multirun.yaml"
+    if multirun.is_file():
+        hydra = yaml.safe_load(multirun.read_text())["hydra"]
+        params = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
+        Plugins.instance()  # registers the config source types (file://, pkg://) to read
+        search_path = ConfigSearchPathImpl()
+        for source in hydra["runtime"]["config_sources"]:
+            search_path.append(source["provider"], f"{source['schema']}://{source['path']}")
+        parser = OverridesParser.create(ConfigLoaderImpl(config_search_path=search_path))
+        overrides = parser.parse_overrides([*params, *hydra["overrides"]["task"]])
+        [jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+        return {str(number): as_dict(job) for number, job in enumerate(jobs)}
+    sweeper = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["sweeper"]
+    sampler = (sweeper.get("sampler") or {}).get("_target_", "")
+    if "optuna" in sweeper.get("_target_", "") and not sampler.endswith("GridSampler"):
+        return {str(number): {} for number in range(sweeper["n_trials"])}
+    return {}
+
+
+def as_dict(overrides: list[str]) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in overrides if "=" in line)
 
 
 def read_job(folder: Path) -> Job:
-    lines = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
-    overrides = dict(line.split("=", 1) for line in lines if "=" in line)
+    overrides = as_dict(yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or [])
     if (folder / ERROR_FILE).is_file():
         last_line = (folder / ERROR_FILE).read_text().strip().splitlines()[-1:]
         return Job(folder.name, "failed", overrides, error="".join(last_line))
@@ -104,9 +152,13 @@ def ranked(jobs: list[Job], metric: str, mode: str) -> list[Job]:
 
 
 def override_keys(jobs: list[Job]) -> tuple[list[str], list[str]]:
-    """The overridden keys whose value differs between jobs (swept), and the others."""
-    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
-    swept = [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
+    """The overridden keys whose value differs between jobs (swept), and the others.
+
+    Jobs whose overrides are unknown (Optuna trials never started) are left out.
+    """
+    known = [job for job in jobs if job.overrides]
+    keys = list(dict.fromkeys(key for job in known for key in job.overrides))
+    swept = [key for key in keys if len({job.overrides.get(key) for job in known}) > 1]
     return swept, [key for key in keys if key not in swept]
 
 
@@ -216,13 +268,13 @@ def as_numbers(values: list[str]) -> list[float] | None:
 
 def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> Summary:
     """Write summary.csv, summary.md and summary.png into ``sweep_dir``; return the summary."""
-    jobs = read_jobs(sweep_dir)
-    if not jobs:
-        raise FileNotFoundError(f"{sweep_dir} holds no job folder (<n>/.hydra/overrides.yaml)")
-    found_metric, found_mode = objective(sweep_dir / jobs[0].name)
+    folders = job_folders(sweep_dir)
+    jobs = read_jobs(sweep_dir, folders)
+    found_metric, found_mode = objective(folders[0])
     metric, mode = metric or found_metric, mode or found_mode
     jobs = ranked(jobs, metric, mode)
     swept, common = override_keys(jobs)
+    same = {key: value for job in jobs for key, value in job.overrides.items() if key in common}
     (sweep_dir / "summary.csv").write_text(csv_text(*job_table(jobs, metric, swept + common)))
     counts = {status: sum(job.status == status for job in jobs) for status in ("ok", "failed")}
     parts = [
@@ -230,7 +282,7 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
         f"{len(jobs)} jobs: {counts['ok']} ok, {counts['failed']} failed, "
         f"{len(jobs) - sum(counts.values())} missing. Ranked by {metric} "
         f"({'higher' if mode == 'max' else 'lower'} is better). Same in every job: "
-        + (" ".join(f"`{key}={jobs[0].overrides[key]}`" for key in common) or "nothing"),
+        + (" ".join(f"`{key}={value}`" for key, value in same.items()) or "nothing"),
         markdown_table(*job_table(jobs, metric, swept)),
     ]
     folds = cross_validation(jobs, metric)

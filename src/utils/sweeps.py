@@ -9,7 +9,10 @@ Hydra's launchers run ``main`` once per job. ``sweep_job`` wraps that call so th
   run, and the sweep exits non-zero at the end, after its summary is written
   (``SweepCallback``);
 * an ``optimized_metric`` that a job never logged ends the sweep at once: every other job
-  would fail the same way, and a search over it would optimize nothing.
+  would fail the same way, and a search over it would optimize nothing;
+* a job in a worker process (joblib's loky workers) ends when the sweep's main process
+  dies, even by ``kill -9``: neither joblib, loky nor the Hydra launcher watches for that,
+  and a worker would otherwise train on for nobody, then idle for loky's 300 s timeout.
 
 Works the same under the basic, joblib and submitit launchers and the Optuna sweeper,
 because it runs inside each job; nothing here replaces a Hydra plugin.
@@ -17,8 +20,14 @@ because it runs inside each job; nothing here replaces a Hydra plugin.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +41,13 @@ from src.utils.run_files import job_overrides, write_atomic
 log = logging.getLogger(__name__)
 
 ERROR_FILE = "error.txt"
+PARENT_POLL_S = 0.5
+STOP_GRACE_S = 3.0  # for the current batch to end and the job to report where it stopped
 
 
 def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
     """Run (or skip) one job of a sweep; return its optimized metric, None if it failed."""
+    end_with_the_sweep()
     output_dir = Path(cfg.paths.output_dir)
     metrics = finished_metrics(output_dir)
     if metrics is not None:
@@ -82,6 +94,32 @@ def finished_metrics(output_dir: Path) -> dict[str, Any] | None:
         )
         return None
     return json.loads(metrics_file.read_text())
+
+
+@functools.cache  # once per process: a worker runs job after job
+def end_with_the_sweep() -> None:
+    """In a worker process that a launcher's process pool started, watch for its parent.
+
+    Polled rather than ``prctl(PR_SET_PDEATHSIG)``, which fires when the *thread* that
+    started the process ends, and loky starts replacement workers from a thread of its
+    own. The basic launcher runs each job in the sweep's main process, whose parent is a
+    shell that it must outlive (``nohup``): there is nothing to watch there.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=stop_when_orphaned, args=(parent.pid,), daemon=True).start()
+
+
+def stop_when_orphaned(parent_pid: int) -> None:
+    """Once the parent is gone, stop as an interrupted run does, then end the process."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    log.warning("The sweep's main process (pid %d) is gone: stopping this job.", parent_pid)
+    # Lightning stops after the current batch and the run says how to resume it
+    # (src/utils/interrupts.py); loky would then keep the worker waiting for the next job.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_S)
+    os._exit(128 + signal.SIGTERM)
 
 
 def record_failure(output_dir: Path, error: Exception) -> None:
