@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from src.errors import ConfigError
+from src.models.module import spec_class
 from src.train import train
+from tests.conftest import CONFIG_DIR, ROOT, compose_config
 
 IMAGE_SETS = ["mnist", "fashion_mnist", "kmnist"]
 
 
 def data_overrides(data: str, idx_root: Path, housing_csv: Path) -> list[str]:
+    """What makes a data set that downloads train offline; others need nothing."""
     if data in IMAGE_SETS:
         return [f"data={data}", f"data.data_dir={idx_root}", "data.download=false"]
     if data == "california":
@@ -21,19 +26,26 @@ def data_overrides(data: str, idx_root: Path, housing_csv: Path) -> list[str]:
     return [f"data={data}"]
 
 
-SUPPORTED_PAIRS = (
-    [
-        ("mlp", data)
-        for data in ["synthetic", "synthetic_regression", "digits", *IMAGE_SETS, "california"]
-    ]
-    + [("lenet", data) for data in ["digits", *IMAGE_SETS]]
-    + [("linreg", data) for data in ["california", "synthetic_regression"]]
-)
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if p.stem[0] != "_")
 
 
-@pytest.mark.parametrize(
-    ("model", "data"), SUPPORTED_PAIRS, ids=[f"{m}-{d}" for m, d in SUPPORTED_PAIRS]
-)
+def supports(model: str, data: str) -> bool:
+    """What the net of ``model=`` declares about the data of ``data=`` (its ``supports``)."""
+    cfg = compose_config([f"model={model}", f"data={data}"], Path("unused"))
+    net_class = spec_class({"_target_": cfg.model.net._target_}, "net")[0]
+    check = getattr(net_class, "supports", lambda *_: True)
+    return check(cfg.data.task, list(cfg.data.input_shape))
+
+
+# Every model config x data config, split by what the nets declare: a new net or data
+# set is tested the moment its config exists.
+PAIRS = [(m, d) for m in options("model") for d in options("data")]
+SUPPORTED = [pair for pair in PAIRS if supports(*pair)]
+UNSUPPORTED = [pair for pair in PAIRS if pair not in SUPPORTED]
+
+
+@pytest.mark.parametrize(("model", "data"), SUPPORTED, ids=[f"{m}-{d}" for m, d in SUPPORTED])
 def test_fast_dev_run_trains_and_tests_every_supported_pair(
     model, data, make_cfg, tiny_idx_root, tiny_housing_csv
 ):
@@ -46,6 +58,22 @@ def test_fast_dev_run_trains_and_tests_every_supported_pair(
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
     assert ("test/acc" in metrics) == (cfg.data.task == "classification")
     assert ("test/r2" in metrics) == (cfg.data.task == "regression")
+
+
+@pytest.mark.parametrize(("model", "data"), UNSUPPORTED, ids=[f"{m}-{d}" for m, d in UNSUPPORTED])
+def test_every_unsupported_pair_is_refused_naming_the_nets_that_fit(model, data, make_cfg):
+    with pytest.raises(ConfigError, match=r"cannot train on this data .* On this data train "):
+        train(make_cfg(f"model={model}", f"data={data}"))
+
+
+def test_the_readme_pair_table_is_what_the_nets_declare(make_cfg):
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| (.*) \|$", text, flags=re.M)
+    table = {model: (alone, set(re.findall(r"`(\w+)`", rest))) for model, alone, rest in rows}
+    assert set(table) == set(options("model"))
+    for model, (alone, also) in table.items():
+        assert make_cfg(f"model={model}").data == make_cfg(f"data={alone}").data
+        assert {alone, *also} == {d for m, d in SUPPORTED if m == model}
 
 
 def test_model_alone_selects_its_natural_data(make_cfg):
