@@ -27,6 +27,7 @@ from src.utils.ckpt import (
     restore_model,
     run_folder,
 )
+from src.utils.paths import absolute_paths
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 
 
@@ -59,6 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint ``cfg.ckpt_path``; return its metrics (also in metrics.json)."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    absolute_paths(cfg)
     ckpt_path = checkpoint_path(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     data = data_config(cfg, ckpt_path)

@@ -27,6 +27,7 @@ from src.errors import UserError
 from src.utils.ckpt import resume_checkpoint
 from src.utils.debug import log_debug_changes
 from src.utils.interrupts import earlier_attempt_checkpoint, exit_resumably
+from src.utils.paths import absolute_paths
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 from src.utils.speed import NoProfiler, skip_failing_nvml_probe
 from src.utils.sweeps import sweep_job
@@ -85,6 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to metrics.json)."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    absolute_paths(cfg)
     validate_config(cfg)
     # Resolved now, so a bad path fails before the data loads and config.yaml names the file.
     cfg.ckpt_path = resume_checkpoint(cfg) or earlier_attempt_checkpoint(cfg)

@@ -92,6 +92,27 @@ def test_eval_without_the_run_config_asks_for_data(trained_run, tmp_path):
         evaluate(compose_config([f"ckpt_path={lone}"], tmp_path / "run", "eval"))
 
 
+def test_relative_paths_are_recorded_absolute_so_eval_runs_from_any_folder(
+    tmp_path, tiny_housing_csv, monkeypatch
+):
+    monkeypatch.chdir(tiny_housing_csv.parent)
+    run = tmp_path / "run"
+    overrides = [*QUIET, "model=linreg", f"data.csv_path={tiny_housing_csv.name}", "test=false"]
+    train(compose_config([*overrides, "trainer.max_epochs=1"], run))
+    assert OmegaConf.load(run / "config.yaml").data.csv_path == str(tiny_housing_csv)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    relative = ["ckpt_path=../run/checkpoints/last.ckpt"]
+    metrics = evaluate(compose_config([*QUIET, *relative], tmp_path / "eval", "eval"))
+    assert metrics["ckpt_path"] == str(run / "checkpoints" / "last.ckpt")
+    assert metrics["test/loss"] > 0
+    missing = ["model=linreg", "data=california", "data.csv_path=../missing.csv"]
+    with pytest.raises(ConfigError, match=f"data.csv_path={tmp_path / 'missing.csv'} does not"):
+        train(compose_config(missing, tmp_path / "bad"))
+
+
 def test_resuming_with_another_model_names_the_runs_overrides(trained_run, log_dir, tmp_path):
     last = trained_run / "checkpoints" / "last.ckpt"
     overrides = [*TINY, f"ckpt_path={last}", "model.net.hidden_sizes=[8]"]
