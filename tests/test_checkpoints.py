@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -114,10 +115,19 @@ def test_relative_paths_are_recorded_absolute_so_eval_runs_from_any_folder(
 
 
 def test_resuming_with_another_model_names_the_runs_overrides(trained_run, log_dir, tmp_path):
-    last = trained_run / "checkpoints" / "last.ckpt"
+    # Hydra's record of the run's command line, shown quoted for the shell to paste back
+    used = ["data.num_samples=200", "paths.log_dir='/tmp/ünï 日本'"]
+    run = tmp_path / "earlier"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(used))
+    (run / "checkpoints").mkdir()
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes())
     overrides = [*TINY, f"ckpt_path={last}", "model.net.hidden_sizes=[8]"]
-    with pytest.raises(ConfigError, match="holds a different model"):
+    with pytest.raises(ConfigError, match="holds a different model") as excinfo:
         train(compose_config(overrides, tmp_path / "run"))
+    shown = str(excinfo.value).split("overrides of that run (")[1].split(") and change")[0]
+    assert shlex.split(shown) == used
 
 
 def write_not_a_checkpoint(path: Path, kind: str) -> None:

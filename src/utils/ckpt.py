@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
 from src.models.module import SupervisedModule
+from src.utils.interrupts import command_line
 
 LAST = "last"
 
@@ -112,7 +113,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     trained_net = load_checkpoint(path)["hyper_parameters"]["net"]
     if trained_net != OmegaConf.to_container(cfg.model.net, resolve=True):
         overrides = run_folder(path) / ".hydra" / "overrides.yaml"
-        used = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else "unknown"
+        used = command_line(OmegaConf.load(overrides)) if overrides.is_file() else "unknown"
         raise ConfigError(
             f"ckpt_path={path} holds a different model than this config builds: trained "
             f"{trained_net}, configured {OmegaConf.to_container(cfg.model.net, resolve=True)}. "
