@@ -28,6 +28,7 @@ from src.utils.ckpt import (
     restore_model,
     run_folder,
 )
+from src.utils.paths import absolute_paths
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 from src.utils.validate import raise_if
 
@@ -68,6 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint ``cfg.ckpt_path``; return its metrics (also in metrics.json)."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    absolute_paths(cfg)
     ckpt_path = checkpoint_path(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)

@@ -25,6 +25,7 @@ from src.errors import ConfigError
 from src.eval import checkpoint_path
 from src.train import build_trainer, run_reporting_errors
 from src.utils.ckpt import load_checkpoint, restore_model
+from src.utils.paths import absolute_paths
 from src.utils.run_files import print_config_tree, record_run, write_atomic
 from src.utils.validate import raise_if
 
@@ -56,6 +57,7 @@ def predict(cfg: DictConfig) -> Path:
     """Write ``predictions.csv`` for ``cfg.input`` into the run folder; return its path."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    absolute_paths(cfg)
     ckpt_path = checkpoint_path(cfg)
     if cfg.get("input") is None:
         raise ConfigError(

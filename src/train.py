@@ -29,6 +29,7 @@ from src.models.module import spec_class
 from src.utils.ckpt import resume_checkpoint
 from src.utils.debug import log_debug_changes
 from src.utils.interrupts import earlier_attempt_checkpoint, exit_resumably
+from src.utils.paths import absolute_paths
 from src.utils.run_files import print_config_tree, record_run, write_metrics
 from src.utils.speed import NoProfiler, skip_failing_nvml_probe
 from src.utils.sweeps import sweep_job
@@ -148,6 +149,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to metrics.json)."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    absolute_paths(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     problems = config_problems(cfg.data, "data")

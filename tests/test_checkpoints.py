@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -92,11 +93,41 @@ def test_eval_without_the_run_config_asks_for_data(trained_run, tmp_path):
         evaluate(compose_config([f"ckpt_path={lone}"], tmp_path / "run", "eval"))
 
 
+def test_relative_paths_are_recorded_absolute_so_eval_runs_from_any_folder(
+    tmp_path, tiny_housing_csv, monkeypatch
+):
+    monkeypatch.chdir(tiny_housing_csv.parent)
+    run = tmp_path / "run"
+    overrides = [*QUIET, "model=linreg", f"data.csv_path={tiny_housing_csv.name}", "test=false"]
+    train(compose_config([*overrides, "trainer.max_epochs=1"], run))
+    assert OmegaConf.load(run / "config.yaml").data.csv_path == str(tiny_housing_csv)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    relative = ["ckpt_path=../run/checkpoints/last.ckpt"]
+    metrics = evaluate(compose_config([*QUIET, *relative], tmp_path / "eval", "eval"))
+    assert metrics["ckpt_path"] == str(run / "checkpoints" / "last.ckpt")
+    assert metrics["test/loss"] > 0
+    missing = ["model=linreg", "data=california", "data.csv_path=../missing.csv"]
+    with pytest.raises(ConfigError, match=f"data.csv_path={tmp_path / 'missing.csv'} does not"):
+        train(compose_config(missing, tmp_path / "bad"))
+
+
 def test_resuming_with_another_model_names_the_runs_overrides(trained_run, log_dir, tmp_path):
-    last = trained_run / "checkpoints" / "last.ckpt"
+    # Hydra's record of the run's command line, shown quoted for the shell to paste back
+    used = ["data.num_samples=200", "paths.log_dir='/tmp/ünï 日本'"]
+    run = tmp_path / "earlier"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(used))
+    (run / "checkpoints").mkdir()
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes())
     overrides = [*TINY, f"ckpt_path={last}", "model.net.hidden_sizes=[8]"]
-    with pytest.raises(ConfigError, match="trained with other settings"):
+    with pytest.raises(ConfigError, match="trained with other settings") as excinfo:
         train(compose_config(overrides, tmp_path / "run"))
+    shown = str(excinfo.value).split("overrides of that run (")[1].split(") and change")[0]
+    assert shlex.split(shown) == used
 
 
 def write_not_a_checkpoint(path: Path, kind: str) -> None:

@@ -91,14 +91,77 @@ def test_predict_on_csv_rows_ignores_extra_columns_and_names_missing_ones(
     assert not (tmp_path / "out").exists()
 
 
+def test_16_bit_png_is_read_on_the_8_bit_scale(lenet_ckpt, tmp_path):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    pixels = (load_digits().images[0] * 255 / 16).round().astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "8-bit.png")
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(folder / "16-bit.png")  # 255 -> 65535
+    assert Image.open(folder / "16-bit.png").mode == "I;16"
+    eight, sixteen = predict_rows(lenet_ckpt, folder, tmp_path / "run")[::-1]
+    for k in range(10):
+        assert float(sixteen[f"prob_{k}"]) == pytest.approx(float(eight[f"prob_{k}"]), abs=1e-5)
+
+
+def test_csv_rows_with_nan_or_inf_are_refused_by_number(tmp_path, tiny_housing_csv):
+    run = tmp_path / "linreg"
+    train(compose_config([*FEW_BATCHES, "model=linreg", f"data.csv_path={tiny_housing_csv}"], run))
+    lines = tiny_housing_csv.read_text().splitlines()[:7]
+    lines[2] = lines[2].replace(lines[2].split(",")[0], "nan", 1)  # data row 1
+    lines[4] = lines[4].replace(lines[4].split(",")[3], "-inf", 1)  # data row 3
+    lines[5] = lines[5].replace(lines[5].split(",")[7], "1e39", 1)  # data row 4: inf in float32
+    rows = tmp_path / "rows.csv"
+    rows.write_text("\n".join(lines) + "\n")
+    overrides = [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", f"input={rows}"]
+    with pytest.raises(ConfigError, match=r"NaN or infinite values .* in data rows 1, 3, 4 \("):
+        predict(compose_config(overrides, tmp_path / "out", "predict"))
+    assert not (tmp_path / "out").exists()
+
+
+def npy(path: Path, array: np.ndarray) -> Path:
+    np.save(path, array, allow_pickle=True)
+    return path
+
+
+def not_a_png(path: Path) -> Path:
+    path.mkdir()
+    (path / "a.png").write_text("not an image")
+    return path
+
+
+# images 1 (NaN), 3 (-inf) and 5 (inf); 8 images of 8x8 pixels
+NON_FINITE = np.array([0, np.nan, 0, -np.inf, 0, np.inf, 0, 0])[:, None, None] * np.ones((8, 8))
+
+
 @pytest.mark.parametrize(
     ("make_input", "message"),
     [
         (lambda tmp: tmp / "missing", "does not exist"),
         (lambda tmp: tmp, "holds no .png files"),
         (lambda tmp: tmp / "a.csv", "neither a folder nor an .npy file"),
+        (lambda tmp: npy(tmp / "x.npy", NON_FINITE), r"in images 1, 3, 5 \(counted from 0"),
+        (lambda tmp: npy(tmp / "x.npy", np.ones((2, 8, 8), complex)), "holds complex128 values"),
+        (lambda tmp: npy(tmp / "x.npy", np.ones((2, 8, 8), bool)), "holds bool values"),
+        (lambda tmp: npy(tmp / "x.npy", np.full((2, 8, 8), "1")), "holds <U1 values"),
+        (lambda tmp: npy(tmp / "x.npy", np.ones((2, 8, 8), object)), "not a readable .npy"),
+        (
+            lambda tmp: npy(tmp / "x.npy", np.full((2, 8, 8), 65535, np.uint16)),
+            "pixel values from 65535 to 65535",
+        ),
+        (lambda tmp: not_a_png(tmp / "pngs"), "a.png is not a readable PNG image"),
     ],
-    ids=["missing", "empty-folder", "csv-for-images"],
+    ids=[
+        "missing",
+        "empty-folder",
+        "csv-for-images",
+        "nan-inf",
+        "complex",
+        "bool",
+        "text",
+        "objects",
+        "16-bit-npy",
+        "not-a-png",
+    ],
 )
 def test_bad_image_input_is_refused_before_any_output(lenet_ckpt, tmp_path, make_input, message):
     (tmp_path / "a.csv").write_text("x0\n1\n")

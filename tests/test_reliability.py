@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import Callback
 
 from src.callbacks.safety import DivergenceGuard
 from src.errors import ConfigError, TrainingDiverged
 from src.train import train
 from src.utils.checkpoint_io import AtomicCheckpointIO, warn_if_foreign
+from src.utils.interrupts import resume_command
 from tests.conftest import QUIET, ROOT, compose_config
 
 SMALL = ["data.num_samples=600", "optimizer=sgd", "optimizer.lr=0.05"]
@@ -165,6 +167,18 @@ def test_signal_mid_epoch_exits_non_zero_and_resumes_from_the_last_complete_epoc
     assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in stderr
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     assert not (run / "metrics.json").exists()
+
+
+def test_resume_command_runs_as_printed_whatever_the_log_folder_holds(make_cfg, tmp_path):
+    log_dir = tmp_path / "ünï 日本"
+    cfg = make_cfg(*SMALL, f"paths.log_dir='{log_dir}'")  # as a user quotes it for Hydra
+    checkpoint = log_dir / "train" / "runs" / "it's a,b" / "checkpoints" / "last.ckpt"
+    words = shlex.split(resume_command(cfg, checkpoint))
+    parsed = OverridesParser.create().parse_overrides(words[2:])
+    values = {override.key_or_group: override.value() for override in parsed}
+    assert values["paths.log_dir"] == str(log_dir)
+    assert values["ckpt_path"] == str(checkpoint)
+    assert values["optimizer.lr"] == 0.05
 
 
 def test_requeued_job_resumes_from_the_checkpoint_its_first_attempt_left(

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.errors import TrainingDiverged
-from src.utils.interrupts import last_checkpoint
+from src.utils.interrupts import command_line, last_checkpoint, override
 
 
 class DivergenceGuard(Callback):
@@ -79,8 +79,8 @@ def last_good_checkpoint(trainer: L.Trainer) -> str:
     if best and Path(best).is_file():
         return (
             f"{best} holds the best weights so far ({callback.monitor} "
-            f"{float(callback.best_model_score):.4g}); test them with python src/eval.py "
-            f"ckpt_path={best}."
+            f"{float(callback.best_model_score):.4g}); test them with "
+            f"{command_line(['python', 'src/eval.py', override('ckpt_path', best)])}."
         )
     last = last_checkpoint(trainer)
     if last is None:

@@ -7,10 +7,14 @@ pixel had when training normalized it (255 for the MNIST family's uint8 pixels, 
 digits' 0..16 values divided by 16). Inputs given here follow one convention:
 
 - feature rows: a CSV with a header naming every feature (extra columns are ignored);
-- images: PNG files (any size, converted to greyscale) or an ``.npy`` array of shape
-  ``(N, H, W)`` or ``(N, 1, H, W)``, with pixel values 0..255 and, as in MNIST, light
-  strokes on a dark background. They are scaled to ``0..pixel_max``, resized
-  (bilinear) to the trained size, then normalized.
+- images: PNG files (any size, converted to greyscale; 16-bit ones scaled to 0..255) or
+  an ``.npy`` array of shape ``(N, H, W)`` or ``(N, 1, H, W)``, with pixel values 0..255
+  and, as in MNIST, light strokes on a dark background. They are scaled to
+  ``0..pixel_max``, resized (bilinear) to the trained size, then normalized.
+
+What cannot be read as such numbers (NaN or infinite values, an ``.npy`` of complex,
+boolean or text values, pixels outside 0..255) is refused with the inputs it concerns:
+a model given it would still write predictions, and they would mean nothing.
 """
 
 from __future__ import annotations
@@ -63,16 +67,8 @@ def read_inputs(path: Path, state: dict[str, Any]) -> tuple[list[str], Tensor]:
         names, images = read_png_folder(path)
         inputs = torch.stack([resize(image, shape) for image in images])
     elif path.suffix.lower() == ".npy":
-        array = np.load(path, allow_pickle=False)
-        if array.ndim == 4 and array.shape[1] == 1:
-            array = array[:, 0]
-        if array.ndim != 3:
-            raise ConfigError(
-                f"input={path} has shape {array.shape}; an image array must have shape "
-                "(N, H, W) or (N, 1, H, W)."
-            )
-        names = [str(i) for i in range(len(array))]
-        inputs = resize(torch.from_numpy(array.astype(np.float32)).unsqueeze(1), shape)
+        names, inputs = read_image_array(path)
+        inputs = resize(inputs, shape)
     else:
         raise ConfigError(
             f"input={path} is neither a folder nor an .npy file. {expected_inputs(state)}"
@@ -110,7 +106,53 @@ def read_feature_rows(path: Path, features: list[str]) -> tuple[list[str], Tenso
         raise ConfigError(f"input={path} has a row that is not all numbers: {error}") from error
     if not values:
         raise ConfigError(f"input={path} has a header but no rows to predict.")
-    return [str(i) for i in range(len(values))], torch.tensor(values, dtype=torch.float32)
+    inputs = torch.tensor(values, dtype=torch.float32)
+    refuse_non_finite(path, inputs, "data rows")
+    return [str(i) for i in range(len(values))], inputs
+
+
+def read_image_array(path: Path) -> tuple[list[str], Tensor]:
+    """``(N, 1, H, W)`` images of an ``.npy`` array of real pixel values 0..255."""
+    try:
+        with path.open("rb") as handle:
+            array = np.lib.format.read_array(handle, allow_pickle=False)
+    except ValueError as error:  # not an .npy file, or Python objects that need unpickling
+        raise ConfigError(
+            f"input={path} is not a readable .npy array of numbers: {error}."
+        ) from error
+    if array.dtype.kind not in "iuf":
+        raise ConfigError(
+            f"input={path} holds {array.dtype} values; an image array must hold real numbers "
+            "(integers or floats), pixel values 0..255."
+        )
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3:
+        raise ConfigError(
+            f"input={path} has shape {array.shape}; an image array must have shape "
+            "(N, H, W) or (N, 1, H, W)."
+        )
+    images = torch.from_numpy(array.astype(np.float32)).unsqueeze(1)
+    refuse_non_finite(path, images, "images")
+    if images.numel() and (images.min() < 0 or images.max() > 255):
+        raise ConfigError(
+            f"input={path} has pixel values from {images.min():g} to {images.max():g}; image "
+            "arrays must hold 0..255 (16-bit images: multiply by 255/65535 first)."
+        )
+    return [str(i) for i in range(len(array))], images
+
+
+def refuse_non_finite(path: Path, inputs: Tensor, kind: str) -> None:
+    """Refuse NaN or inf inputs, naming the first few: the model would output NaN or inf."""
+    bad = (~torch.isfinite(inputs.flatten(1))).any(dim=1).nonzero()[:, 0].tolist()
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ConfigError(
+            f"input={path} holds NaN or infinite values (or numbers beyond float32's range) "
+            f"in {kind} {', '.join(map(str, bad[:5]))}{more} (counted from 0, as in the input "
+            "column of predictions.csv). Fix or remove them: their predictions would be NaN "
+            "or infinite."
+        )
 
 
 def read_png_folder(folder: Path) -> tuple[list[str], list[Tensor]]:
@@ -122,8 +164,14 @@ def read_png_folder(folder: Path) -> tuple[list[str], list[Tensor]]:
         raise ConfigError(f"input={folder} holds no .png files.")
     images = []
     for path in paths:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        try:
+            with Image.open(path) as image:
+                if image.mode.startswith("I"):  # 16-bit greyscale: convert("L") would clip it
+                    pixels = np.asarray(image, dtype=np.float32) * (255 / 65535)
+                else:
+                    pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        except OSError as error:  # not an image, or a truncated one
+            raise ConfigError(f"input={path} is not a readable PNG image: {error}.") from error
         images.append(torch.from_numpy(pixels.copy()).unsqueeze(0))
     return [p.name for p in paths], images
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
 from src.models.module import SupervisedModule
+from src.utils.interrupts import command_line
 
 LAST = "last"
 
@@ -151,7 +152,7 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     ]
     if changed:
         overrides = run_folder(path) / ".hydra" / "overrides.yaml"
-        used = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else "unknown"
+        used = command_line(OmegaConf.load(overrides)) if overrides.is_file() else "unknown"
         raise ConfigError(
             f"ckpt_path={path} was trained with other settings than this command gives, and a "
             f"resume would silently take the checkpoint's: {'; '.join(changed)}. Resume with "
