@@ -53,8 +53,8 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
 import src  # noqa: E402, F401 - sets PROJECT_ROOT for the configs
+from src.speed import skip_failing_nvml_probe  # noqa: E402
 from src.train import train  # noqa: E402
-from src.utils.speed import skip_failing_nvml_probe  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # (model, data, experiment config giving the default batch size)
@@ -539,7 +539,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     # Without this the plain loop would pay a per-step cost that only importing Lightning
-    # causes (see src/utils/speed.py); train() drops it the same way.
+    # causes (see src/speed.py); train() drops it the same way.
     skip_failing_nvml_probe()
     for name in ("lightning.pytorch", "lightning.fabric"):  # no banners at every fit
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.utils.summary import summarize
+from src.summary import summarize
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """Test a trained checkpoint: ``python src/eval.py ckpt_path=PATH [data=NAME]``.
 
-The same straight line as train.py without fit: checkpoint -> data -> model (rebuilt
-from the checkpoint alone) -> Trainer -> test -> metrics.json. Without ``data=...`` the
-data config is the one the checkpoint's run recorded in its ``config.yaml``, so the test
-split is the very one that run tested on.
+The same straight line as train.py without fit: checkpoint -> model (rebuilt from the
+checkpoint alone) -> data -> Trainer -> test -> metrics.json. Without ``data=...`` the data
+config is the one the checkpoint's run recorded in its ``config.yaml``, so the test split
+is the very one that run tested on.
 """
 
 from __future__ import annotations
@@ -13,56 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
-from src.errors import ConfigError
-from src.models.module import spec_class
-from src.train import build_trainer, collect_metrics, run_identity, run_reporting_errors
-from src.utils.checkpoint_io import warn_if_foreign
-from src.utils.ckpt import (
+from src.build import build_data, build_trainer
+from src.checkpoints import (
     load_checkpoint,
     model_data_mismatch,
-    resolve_ckpt_path,
+    recorded_data,
     restore_model,
-    run_folder,
+    trained_checkpoint,
 )
-from src.utils.paths import absolute_paths
-from src.utils.run_files import print_config_tree, record_run, write_metrics
-from src.utils.validate import raise_if
-
-
-def checkpoint_path(cfg: DictConfig) -> Path:
-    """The checkpoint that ``ckpt_path`` names; eval and predict cannot run without one."""
-    path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.trained_task)
-    if path is None:
-        raise ConfigError(
-            "no checkpoint given: pass ckpt_path=PATH (a .ckpt file written by training, for "
-            "example logs/train/runs/<timestamp>/checkpoints/best.ckpt) or ckpt_path=last."
-        )
-    warn_if_foreign(path, cfg.paths.log_dir)
-    return path
-
-
-def data_config(cfg: DictConfig, ckpt_path: Path) -> DictConfig:
-    """``data=...`` when given, else the data config recorded by the checkpoint's run."""
-    if cfg.get("data") is not None:
-        return cfg.data
-    recorded = run_folder(ckpt_path) / "config.yaml"
-    if not recorded.is_file():
-        raise ConfigError(
-            f"no data to test on: {recorded} (the config of the run that wrote the checkpoint) "
-            "does not exist. Name the data: data=NAME (for example data=digits)."
-        )
-    data = OmegaConf.load(recorded).data
-    try:  # the file sits beside a checkpoint that may come from anywhere
-        spec_class(OmegaConf.to_container(data), "data")
-    except ConfigError as error:
-        raise ConfigError(
-            f"{recorded} was refused as the data config ({error}). Name the data: data=NAME."
-        ) from None
-    return data
+from src.errors import ConfigError
+from src.runs import (
+    absolute_paths,
+    collect_metrics,
+    print_config_tree,
+    record_run,
+    run_identity,
+    run_reporting_errors,
+    write_metrics,
+)
+from src.validation import raise_if
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -70,21 +42,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     absolute_paths(cfg)
-    ckpt_path = checkpoint_path(cfg)
+    ckpt_path = trained_checkpoint(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)
-    data = data_config(cfg, ckpt_path)
-    problem = model_data_mismatch(checkpoint["hyper_parameters"], data)
+    with open_dict(cfg):
+        cfg.data = cfg.get("data") or recorded_data(ckpt_path)
+        cfg.ckpt_path = str(ckpt_path)
+    problem = model_data_mismatch(checkpoint["hyper_parameters"], cfg.data)
     if problem:
         raise ConfigError(f"cannot evaluate {ckpt_path}: {problem}")
-    with open_dict(cfg):
-        cfg.data = data
-        cfg.ckpt_path = str(ckpt_path)
-
     problems: list[str] = []
-    trainer = build_trainer(cfg, problems)
+    datamodule, trainer = build_data(cfg, problems), build_trainer(cfg, problems)
     raise_if(problems)
-    datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
     record_run(cfg, output_dir)

@@ -19,15 +19,19 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
+from src.build import build_trainer
+from src.checkpoints import load_checkpoint, restore_model, trained_checkpoint
 from src.data.base import TensorBatches, keep_batch
 from src.data.raw_inputs import preprocessing_state, read_inputs
 from src.errors import ConfigError
-from src.eval import checkpoint_path
-from src.train import build_trainer, run_reporting_errors
-from src.utils.ckpt import load_checkpoint, restore_model
-from src.utils.paths import absolute_paths
-from src.utils.run_files import print_config_tree, record_run, write_atomic
-from src.utils.validate import raise_if
+from src.runs import (
+    absolute_paths,
+    print_config_tree,
+    record_run,
+    run_reporting_errors,
+    write_atomic,
+)
+from src.validation import raise_if
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ def predict(cfg: DictConfig) -> Path:
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     absolute_paths(cfg)
-    ckpt_path = checkpoint_path(cfg)
+    ckpt_path = trained_checkpoint(cfg)
     if cfg.get("input") is None:
         raise ConfigError(
             "no input given: pass input=FILE_OR_FOLDER (a CSV of feature rows for tabular "

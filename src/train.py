@@ -1,8 +1,9 @@
 """Train a model: ``python src/train.py [model=...] [data=...] [key=value ...]``.
 
-One straight line: compose config -> check it -> seed -> data -> model -> callbacks and
-loggers -> Trainer -> fit -> test the best checkpoint -> metrics.json. ``train(cfg)``
-returns the metrics, so tests and sweepers call the same function the CLI does.
+One straight line: compose config -> seed -> data module, model and Trainer, checked ->
+checkpoint to resume -> read the data -> fit -> test the best checkpoint -> metrics.json.
+``train(cfg)`` returns the metrics, so tests and sweepers call the same function the CLI
+does.
 """
 
 from __future__ import annotations
@@ -17,132 +18,34 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import ModelSummary, ProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
+from src.build import build_data, build_model, build_trainer, model_hparams
 from src.callbacks.hparams import log_hparams
-from src.callbacks.safety import safety_callbacks
-from src.errors import ConfigError, UserError
-from src.models.module import spec_class
-from src.utils.ckpt import resume_checkpoint
-from src.utils.debug import log_debug_changes
-from src.utils.interrupts import earlier_attempt_checkpoint, exit_resumably
-from src.utils.paths import absolute_paths
-from src.utils.run_files import print_config_tree, record_run, write_metrics
-from src.utils.speed import NoProfiler, skip_failing_nvml_probe
-from src.utils.sweeps import sweep_job
-from src.utils.validate import (
-    accelerator_problems,
-    attempt,
-    config_problems,
-    pair_problems,
-    raise_if,
-    signature_problems,
+from src.checkpoints import resume_checkpoint
+from src.errors import ConfigError
+from src.interrupts import earlier_attempt_checkpoint, exit_resumably
+from src.runs import (
+    absolute_paths,
+    collect_metrics,
+    log_debug_changes,
+    print_config_tree,
+    record_run,
+    run_identity,
+    run_reporting_errors,
+    write_metrics,
 )
+from src.sweeps import sweep_job
+from src.validation import raise_if
 
 log = logging.getLogger(__name__)
-errors_log = logging.getLogger("run_errors")  # to the run's log file only (configs/hydra)
 
 # The data already sits in memory as tensors: loader worker processes would only add
 # inter-process copies, so Lightning's advice to add workers does not apply here.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # Lightning 2.6 on torch 2.14 warns about its own use of a torch internal; nothing to act on.
 warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
-
-
-def plain(node: Any) -> Any:
-    """Resolved plain Python values, the only kind checkpoints may hold (weights_only)."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def model_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The LightningModule's arguments as plain values: what its checkpoints record."""
-    return {
-        "net": plain(cfg.model.net),
-        "optimizer": plain(cfg.optimizer),
-        "scheduler": plain(cfg.scheduler),
-        "task": cfg.data.task,
-        "num_outputs": cfg.data.num_outputs,
-        "monitor": cfg.data.monitor,
-    }
-
-
-def build_model(cfg: DictConfig, problems: list[str]) -> L.LightningModule | None:
-    """The module and its net, checked as training will use them: the net's arguments and
-    the data it declares to support, then the optimizer and scheduler built once on its
-    parameters. Problems go to ``problems``; ``None`` if the module cannot be built."""
-    hparams = model_hparams(cfg)
-    net_class, net_arguments = spec_class(hparams["net"], "net")
-    found = signature_problems(net_class, net_arguments, "model.net")
-    configs = Path(cfg.paths.root_dir) / "configs"
-    found += pair_problems(net_class, cfg.data.task, list(cfg.data.input_shape), configs)
-    for name in ("optimizer", "scheduler"):
-        if hparams[name]:
-            spec = {key: value for key, value in hparams[name].items() if key != "interval"}
-            found += signature_problems(*spec_class(spec, name), name)
-    problems += found
-    if found:
-        return None
-    model = attempt("model.net", lambda: get_class(cfg.model._target_)(**hparams), problems)
-    if model is not None:
-        attempt("optimizer", model.configure_optimizers, problems)
-    return model
-
-
-def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
-    """The Trainer with the configured callbacks and loggers, and the ones that guard the
-    run. A callback that a trainer flag switches off (``enable_progress_bar=false``,
-    ``enable_model_summary=false``) is left out rather than refused, as that flag asks."""
-    specs = {
-        f"{group}.{name}": spec
-        for group in ("callbacks", "logger")
-        for name, spec in (cfg.get(group) or {}).items()
-    }
-    found = [problem for key, spec in specs.items() for problem in config_problems(spec, key)]
-    found += config_problems(cfg.trainer, "trainer")
-    found += accelerator_problems(cfg.trainer.get("accelerator"))
-    problems += found
-    if found:
-        return None
-    built = {
-        key: attempt(key, lambda spec=spec: instantiate(spec), problems)
-        for key, spec in specs.items()
-    }
-    switched_off = tuple(
-        kind
-        for kind, flag in (
-            (ProgressBar, "enable_progress_bar"),
-            (ModelSummary, "enable_model_summary"),
-        )
-        if cfg.trainer.get(flag) is False
-    )
-    callbacks = [
-        c
-        for key, c in built.items()
-        if key.startswith("callbacks.") and not isinstance(c, switched_off)
-    ]
-    loggers = [c for key, c in built.items() if key.startswith("logger.")]
-    skip_failing_nvml_probe()
-    # A profiler chosen in the config (debug=profiler) wins over the cheap no-op.
-    quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
-    return attempt(
-        "trainer",
-        lambda: instantiate(
-            cfg.trainer, callbacks=callbacks + safety_callbacks(), logger=loggers or False, **quiet
-        ),
-        problems,
-    )
-
-
-def collect_metrics(trainer: L.Trainer) -> dict[str, float]:
-    return {name: float(value) for name, value in trainer.callback_metrics.items()}
-
-
-def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """The run's name and tags, recorded in metrics.json and the loggers' hyperparameters."""
-    return {"run_name": cfg.get("run_name"), "tags": list(cfg.get("tags") or [])}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -152,10 +55,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     absolute_paths(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    problems = config_problems(cfg.data, "data")
-    datamodule = attempt("data", lambda: instantiate(cfg.data), problems) if not problems else None
-    model = build_model(cfg, problems)
-    trainer = build_trainer(cfg, problems)
+    problems: list[str] = []
+    datamodule, model, trainer = (
+        build(cfg, problems) for build in (build_data, build_model, build_trainer)
+    )
     raise_if(problems)
     if not cfg.get("train") and cfg.get("ckpt_path") is None:
         raise ConfigError(
@@ -178,8 +81,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with exit_resumably(trainer, cfg):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics.update(collect_metrics(trainer))
-        callback = trainer.checkpoint_callback
-        best_path = callback.best_model_path if callback else ""
+        best_path = (
+            trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        )
     if cfg.get("test"):
         if not best_path:
             log.warning("No best checkpoint was saved: testing the weights as they are now.")
@@ -191,27 +95,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
     return metrics
-
-
-def discard_empty_run(output_dir: Path) -> None:
-    """Remove a run folder that holds only Hydra's bookkeeping, so no result is faked."""
-    # Hydra's folder and the log named after task_name (train.log, eval.log, debug.log, ...)
-    if output_dir.is_dir() and all(
-        p.name == ".hydra" or p.suffix == ".log" for p in output_dir.iterdir()
-    ):
-        for path in sorted(output_dir.rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
-        output_dir.rmdir()
-
-
-def run_reporting_errors(task: Any, cfg: DictConfig) -> dict[str, Any]:
-    """Call ``task(cfg)``; turn a ``UserError`` into a one-paragraph message and exit 1."""
-    try:
-        return task(cfg)
-    except UserError as error:
-        errors_log.error("%s", error)
-        discard_empty_run(Path(cfg.paths.output_dir))
-        raise SystemExit(f"error: {error}") from None
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

@@ -9,7 +9,8 @@ import torchvision.datasets
 from hydra.errors import ConfigCompositionException
 
 from src.errors import ConfigError, DataUnavailableError
-from src.train import run_reporting_errors, train
+from src.runs import run_reporting_errors
+from src.train import train
 
 
 def run_expecting_exit(cfg) -> str:

@@ -11,10 +11,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from src.checkpoints import resolve_ckpt_path
 from src.errors import ConfigError
 from src.eval import evaluate
-from src.train import run_reporting_errors, train
-from src.utils.ckpt import find_last_checkpoint
+from src.runs import run_reporting_errors
+from src.train import train
 from tests.conftest import QUIET, compose_config
 
 # 200 samples: 144 train rows, 3 batches of 64 per epoch.
@@ -62,9 +63,9 @@ def test_last_is_the_newest_last_ckpt_of_runs_and_multiruns(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
         os.utime(path, (1e9 - age, 1e9 - age))
-    assert find_last_checkpoint(tmp_path) == paths[1]
+    assert resolve_ckpt_path("last", tmp_path) == paths[1]
     with pytest.raises(ConfigError, match="found no last.ckpt"):
-        find_last_checkpoint(tmp_path / "runs" / "a" / "checkpoints" / "none")
+        resolve_ckpt_path("last", tmp_path / "runs" / "a" / "checkpoints" / "none")
 
 
 def test_eval_reproduces_the_training_runs_test_metrics(trained_run, tmp_path):

@@ -17,10 +17,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import Callback
 
 from src.callbacks.safety import DivergenceGuard
+from src.checkpoints import AtomicCheckpointIO
+from src.checkpoints import trained_checkpoint as checkpoint_to_load
 from src.errors import ConfigError, TrainingDiverged
+from src.interrupts import resume_command
 from src.train import train
-from src.utils.checkpoint_io import AtomicCheckpointIO, warn_if_foreign
-from src.utils.interrupts import resume_command
 from tests.conftest import QUIET, ROOT, compose_config
 
 SMALL = ["data.num_samples=600", "optimizer=sgd", "optimizer.lr=0.05"]
@@ -119,9 +120,13 @@ def test_checkpoint_write_interrupted_midway_leaves_the_old_file(tmp_path, monke
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_checkpoint_from_outside_the_logs_is_flagged(tmp_path, caplog):
-    assert not warn_if_foreign(tmp_path / "logs" / "run" / "last.ckpt", tmp_path / "logs")
-    assert warn_if_foreign(tmp_path / "downloads" / "model.ckpt", tmp_path / "logs")
+def test_checkpoint_from_outside_the_logs_is_flagged(trained_checkpoint, tmp_path, caplog):
+    logs = trained_checkpoint.parents[2]  # <logs>/<run>/checkpoints/last.ckpt
+    inside = [f"ckpt_path={trained_checkpoint}", f"paths.log_dir={logs}"]
+    assert checkpoint_to_load(compose_config(inside, tmp_path, "eval")) == trained_checkpoint
+    assert "does not come from one of this project's runs" not in caplog.text
+    outside = [f"ckpt_path={trained_checkpoint}", f"paths.log_dir={tmp_path / 'logs'}"]
+    checkpoint_to_load(compose_config(outside, tmp_path, "eval"))
     assert "does not come from one of this project's runs" in caplog.text
 
 
@@ -271,6 +276,8 @@ def test_ctrl_c_twice_exits_130_with_a_resumable_checkpoint_and_the_resume_comma
 
 
 def test_every_bad_value_users_often_change_is_listed_in_one_message(make_cfg):
+    # Each class reports its own problems: the data module all of them, the net, Lightning's
+    # Trainer its first; a value of the wrong type is named and its default used meanwhile.
     cfg = make_cfg(
         "model.net.dropout=1.0",
         "data.num_folds=5",
@@ -278,22 +285,18 @@ def test_every_bad_value_users_often_change_is_listed_in_one_message(make_cfg):
         "data.eval_batch_size=0",
         "trainer.devices=0",
         "trainer.precision=17",
-        "trainer.log_every_n_steps=0",
-        "trainer.gradient_clip_val=-1",
         "data.batch_size=2.5",
     )
     with pytest.raises(ConfigError) as excinfo:
         train(cfg)
     message = str(excinfo.value)
     for problem in (
-        "model.net.dropout=1.0 must be in [0, 1)",
-        "data.fold=5 must be in 0..4",
-        "data.eval_batch_size=0",
-        "trainer.devices=0",
-        "trainer.precision=17 must be one of",
-        "trainer.log_every_n_steps=0",
-        "trainer.gradient_clip_val=-1",
-        "data.batch_size=2.5 must be a positive integer",
+        "model.net: hidden_sizes must be positive integers and dropout in [0, 1), got "
+        "[128, 64] and 1.0",
+        "data: eval_batch_size=0 must be positive; fold=5 must be in 0..num_folds-1",
+        "trainer: `Trainer(devices=0)` value is not a valid input",
+        "trainer.precision=17 must be one of 64, 32, 16 or one of 'transformer-engine'",
+        "data.batch_size=2.5 must be int",
     ):
         assert problem in message
     assert not Path(cfg.paths.output_dir).exists()

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src.summary import summarize
+from src.sweeps import ERROR_FILE, sweep_job
 from src.train import train
-from src.utils.summary import summarize
-from src.utils.sweeps import ERROR_FILE, sweep_job
 from tests.conftest import QUIET, ROOT, compose_config
 
 TINY = [*QUIET, "trainer.fast_dev_run=true"]

@@ -18,7 +18,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.errors import TrainingDiverged
-from src.utils.interrupts import command_line, last_checkpoint, override
+from src.interrupts import last_checkpoint
+from src.runs import command_line, override
 
 
 class DivergenceGuard(Callback):
@@ -34,7 +35,8 @@ class DivergenceGuard(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         on_cpu = pl_module.device.type == "cpu"
-        if on_cpu or trainer.global_step % trainer.log_every_n_steps == 0:
+        every = trainer.log_every_n_steps  # 0: only before checkpoints
+        if on_cpu or every and trainer.global_step % every == 0:
             loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
             self.check(trainer, loss, f"batch {idx}")
 

@@ -34,7 +34,8 @@ class StepLoss(callbacks.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         step = trainer.global_step
-        if not trainer.loggers or step % trainer.log_every_n_steps or step == self.last_logged_step:
+        every = trainer.log_every_n_steps  # 0: never, as Lightning reads it
+        if not trainer.loggers or not every or step % every or step == self.last_logged_step:
             return
         self.last_logged_step = step  # several batches share a step when gradients accumulate
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs

@@ -2,9 +2,10 @@
 
 Nothing here knows a rule of its own about a value. Each configured class is asked: its
 signature says which arguments exist and their types (checked with ``typeguard``), and
-building it runs its own checks (Lightning's ``MisconfigurationException``, a net's or
-a data module's ``ValueError``). Whatever those libraries and a user's own classes
-accept is accepted, and every problem found is reported at once, in one message.
+building it runs its own checks (Lightning's ``MisconfigurationException``, a net's or a
+data module's ``ValueError``). Whatever those libraries and a user's own classes accept is
+accepted. A value of the wrong type is reported and replaced by its default for the build,
+so the class still checks the others: every problem is listed at once, in one message.
 """
 
 from __future__ import annotations
@@ -25,20 +26,14 @@ from src.errors import ConfigError
 from src.models.module import spec_class
 
 # What building a configured object raises when a value is wrong.
-BUILD_ERRORS = (
-    ValueError,
-    TypeError,
-    KeyError,
-    MisconfigurationException,
-    InstantiationException,
-    ConfigError,
-)
+BUILD_ERRORS = (ValueError, TypeError, KeyError, MisconfigurationException, ConfigError)
+BUILD_ERRORS += (InstantiationException,)
 
 
-def keyword_parameters(cls: type) -> dict[str, Any] | None:
-    """``{argument: annotation}`` of ``cls(...)``, following ``**kwargs`` into base classes;
-    ``None`` when some ``**kwargs`` go nowhere that declares them (anything is accepted)."""
-    found: dict[str, Any] = {}
+def keyword_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
+    """The arguments of ``cls(...)`` (with type hints resolved), following ``**kwargs`` into
+    base classes; ``None`` when some ``**kwargs`` go where nothing declares them."""
+    found: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
@@ -48,10 +43,10 @@ def keyword_parameters(cls: type) -> dict[str, Any] | None:
         except Exception:  # noqa: BLE001 - unresolvable annotations: check names only
             hints = {}
         parameters = list(inspect.signature(init).parameters.values())[1:]  # without self
-        for parameter in parameters:
-            if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-                found.setdefault(parameter.name, hints.get(parameter.name, Any))
-        if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
+        for p in parameters:
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in found:
+                found[p.name] = p.replace(annotation=hints.get(p.name, Any))
+        if all(p.kind != p.VAR_KEYWORD for p in parameters):
             return found
     return None
 
@@ -75,41 +70,46 @@ def holds_spec(value: Any) -> bool:
     return isinstance(value, dict) and "_target_" in value
 
 
-def signature_problems(cls: type, arguments: dict[str, Any], key: str) -> list[str]:
-    """Arguments ``cls`` does not take, and values not of the type its signature declares."""
+def checked_arguments(
+    cls: type, arguments: dict[str, Any], key: str, problems: list[str]
+) -> dict[str, Any] | None:
+    """Defaults to build ``cls`` with in place of the values of the wrong type; their
+    problems go to ``problems``. ``None`` if ``cls`` cannot be built: an unknown argument,
+    or a required one of the wrong type."""
     parameters = keyword_parameters(cls)
     if parameters is None:
-        return []
-    problems = []
+        return {}
+    unknown = [name for name in arguments if name not in parameters]
+    problems += [
+        f"{key}.{name} is not an argument of {cls.__name__} (it takes: {', '.join(parameters)})"
+        for name in unknown
+    ]
+    buildable, replaced = not unknown, {}
     for name, value in arguments.items():
-        if name not in parameters:
-            problems.append(
-                f"{key}.{name} is not an argument of {cls.__name__} (it takes: "
-                f"{', '.join(parameters)})"
-            )
-            continue
-        if holds_spec(value):
-            continue  # objects of their own, checked when built
+        if name in unknown or holds_spec(value):
+            continue  # specs are objects of their own, checked when built
+        annotation, default = parameters[name].annotation, parameters[name].default
         try:
-            check_type(value, parameters[name])
+            check_type(value, annotation)
         except TypeCheckError:
-            problems.append(f"{key}.{name}={value!r} must be {described(parameters[name])}")
-    return problems
+            problems.append(f"{key}.{name}={value!r} must be {described(annotation)}")
+            buildable = buildable and default is not inspect.Parameter.empty
+            replaced[name] = default
+    return replaced if buildable else None
 
 
-def config_problems(node: Any, key: str) -> list[str]:
-    """Signature problems of a ``_target_`` config node (one level; nested specs skipped)."""
+def checked_spec(node: Any, key: str, problems: list[str]) -> dict[str, Any] | None:
+    """:func:`checked_arguments` of a ``_target_`` config node (nested specs skipped)."""
     spec = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    if not isinstance(spec, dict) or "_target_" not in spec:
-        return []
     from hydra.utils import get_class
 
     try:
         cls = get_class(spec["_target_"])
     except Exception as error:  # noqa: BLE001 - Hydra raises several kinds for a bad name
-        return [f"{key}._target_={spec['_target_']!r} cannot be imported ({error})"]
+        problems.append(f"{key}._target_={spec['_target_']!r} cannot be imported ({error})")
+        return None
     arguments = {name: value for name, value in spec.items() if not name.startswith("_")}
-    return signature_problems(cls, arguments, key)
+    return checked_arguments(cls, arguments, key, problems)
 
 
 def attempt(key: str, build: Callable[[], Any], problems: list[str]) -> Any:
@@ -122,26 +122,24 @@ def attempt(key: str, build: Callable[[], Any], problems: list[str]) -> Any:
         return None
 
 
-def nets_for(task: str, input_shape: list[int], config_dir: Path) -> list[str]:
-    """The ``model=`` configs whose net declares that it trains on this data."""
-    names = []
-    for path in sorted(config_dir.glob("model/*.yaml")):
-        target = OmegaConf.select(OmegaConf.load(path), "model.net._target_")
-        net_class = spec_class({"_target_": target}, "net")[0] if target else None
-        if net_class and getattr(net_class, "supports", lambda *_: True)(task, input_shape):
-            names.append(path.stem)
-    return names
+def supported(net_class: type, task: str, input_shape: list[int]) -> bool:
+    """What a net declares with ``supports(task, input_shape)``; without it, every data set."""
+    return getattr(net_class, "supports", lambda *_: True)(task, input_shape)
 
 
 def pair_problems(net_class: type, task: str, input_shape: list[int], configs: Path) -> list[str]:
-    """Why this net cannot train on this data (its own ``supports``), naming nets that can."""
-    if getattr(net_class, "supports", lambda *_: True)(task, input_shape):
+    """Why this net cannot train on this data, naming the ``model=`` configs that can."""
+    if supported(net_class, task, input_shape):
         return []
-    fitting = ", ".join(f"model={name}" for name in nets_for(task, input_shape, configs))
+    fitting = []
+    for path in sorted(configs.glob("model/*.yaml")):
+        target = OmegaConf.select(OmegaConf.load(path), "model.net._target_")
+        if target and supported(spec_class({"_target_": target}, "net")[0], task, input_shape):
+            fitting.append(f"model={path.stem}")
     return [
         f"{net_class.__name__} cannot train on this data ({task}, input shape {input_shape}): "
         f"it takes {getattr(net_class, 'accepts', 'other data')}. On this data train "
-        f"{fitting or 'a net of your own'}"
+        f"{', '.join(fitting) or 'a net of your own'}"
     ]
 
 

@@ -33,14 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.utils.run_files import job_overrides, write_atomic
+from src.runs import job_overrides, write_atomic
+from src.summary import ERROR_FILE
 
 log = logging.getLogger(__name__)
 
-ERROR_FILE = "error.txt"
 PARENT_POLL_S = 0.5
 STOP_GRACE_S = 3.0  # for the current batch to end and the job to report where it stopped
 
@@ -116,7 +115,7 @@ def stop_when_orphaned(parent_pid: int) -> None:
         time.sleep(PARENT_POLL_S)
     log.warning("The sweep's main process (pid %d) is gone: stopping this job.", parent_pid)
     # Lightning stops after the current batch and the run says how to resume it
-    # (src/utils/interrupts.py); loky would then keep the worker waiting for the next job.
+    # (src/interrupts.py); loky would then keep the worker waiting for the next job.
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(STOP_GRACE_S)
     os._exit(128 + signal.SIGTERM)
@@ -125,22 +124,3 @@ def stop_when_orphaned(parent_pid: int) -> None:
 def record_failure(output_dir: Path, error: Exception) -> None:
     log.error("This job failed; the sweep goes on with the next one.", exc_info=error)
     write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
-
-
-class SweepCallback(Callback):
-    """At the end of a multirun: write and print the summary, exit 1 if a job failed."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.utils.summary import summarize
-
-        sweep_dir = Path(config.hydra.sweep.dir)
-        summary = summarize(sweep_dir)
-        print(summary.markdown)
-        not_ok = [job.name for job in summary.jobs if job.status != "ok"]
-        if not_ok:
-            # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings.
-            raise SystemExit(
-                f"error: {len(not_ok)} of {len(summary.jobs)} jobs did not finish "
-                f"(jobs {', '.join(not_ok)}); their folders in {sweep_dir} hold error.txt, "
-                f"and {sweep_dir / 'summary.md'} lists every job."
-            )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -25,15 +24,12 @@ from pathlib import Path
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Quote, QuotedString
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from src.utils.run_files import job_overrides, resolved_config
+from src.runs import command_line, job_overrides, override, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -108,26 +104,6 @@ def resume_command(cfg: DictConfig, checkpoint: Path) -> str:
         script = script.resolve().relative_to(Path.cwd().resolve())
     words = ["python", str(script), *overrides, override("ckpt_path", str(checkpoint.resolve()))]
     return command_line(words)
-
-
-def override(key: str, value: str) -> str:
-    """``key=value`` that Hydra reads back as the string ``value``: bare if it can, else quoted.
-
-    The user's own overrides are valid Hydra already; a value built here, such as a path
-    with spaces or non-ASCII letters (or one Hydra would read as a number or a sweep),
-    needs Hydra's quotes.
-    """
-    try:
-        if OverridesParser.create().parse_override(f"{key}={value}").value() == value:
-            return f"{key}={value}"
-    except HydraException:  # a character its grammar has no bare form for
-        pass
-    return f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
-
-
-def command_line(words: list[str]) -> str:
-    """``words`` quoted for a POSIX shell: pasted back, each arrives as one argument."""
-    return " ".join(shlex.quote(word) for word in words)
 
 
 def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:

@@ -1,0 +1,121 @@
+"""The run's objects built from the config: data module, model and Trainer.
+
+Each is built the way the run uses it and checked on the way (``src/validation.py``), so
+one message lists every problem of the command line before any data is read. The entry
+points share these builders; none imports another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from src.callbacks.safety import safety_callbacks
+from src.models.module import spec_class
+from src.speed import NoProfiler, skip_failing_nvml_probe
+from src.validation import (
+    accelerator_problems,
+    attempt,
+    checked_arguments,
+    checked_spec,
+    pair_problems,
+)
+
+
+def plain(node: Any) -> Any:
+    """Resolved plain Python values, the only kind checkpoints may hold (weights_only)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def model_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The LightningModule's arguments as plain values: what its checkpoints record."""
+    return {
+        "net": plain(cfg.model.net),
+        "optimizer": plain(cfg.optimizer),
+        "scheduler": plain(cfg.scheduler),
+        "task": cfg.data.task,
+        "num_outputs": cfg.data.num_outputs,
+        "monitor": cfg.data.monitor,
+    }
+
+
+def build_data(cfg: DictConfig, problems: list[str]) -> L.LightningDataModule | None:
+    """The data module, not yet holding any data."""
+    defaults = checked_spec(cfg.data, "data", problems)
+    if defaults is None:
+        return None
+    return attempt("data", lambda: instantiate(cfg.data, **defaults), problems)
+
+
+def build_model(cfg: DictConfig, problems: list[str]) -> L.LightningModule | None:
+    """The module and its net, checked as training will use them: the data the net declares
+    it supports, its arguments, then the optimizer and scheduler built on its parameters."""
+    hparams = model_hparams(cfg)
+    net_class = spec_class(hparams["net"], "net")[0]
+    configs = Path(cfg.paths.root_dir) / "configs"
+    found = pair_problems(net_class, cfg.data.task, list(cfg.data.input_shape), configs)
+    problems += found
+    buildable = not found
+    for name, key in (("net", "model.net"), ("optimizer", "optimizer"), ("scheduler", "scheduler")):
+        if hparams[name]:
+            spec = {k: v for k, v in hparams[name].items() if k != "interval"}  # Lightning's
+            defaults = checked_arguments(*spec_class(spec, name), key, problems)
+            buildable = buildable and defaults is not None
+            hparams[name] = {**hparams[name], **(defaults or {})}
+    if not buildable:
+        return None
+    model = attempt("model.net", lambda: get_class(cfg.model._target_)(**hparams), problems)
+    if model is not None:
+        attempt("optimizer", model.configure_optimizers, problems)
+    return model
+
+
+def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
+    """The Trainer with the configured callbacks and loggers, and the ones that guard the
+    run. A callback that a trainer flag switches off (``enable_progress_bar=false``,
+    ``enable_model_summary=false``) is left out rather than refused, as that flag asks."""
+    specs = {
+        f"{group}.{name}": spec
+        for group in ("callbacks", "logger")
+        for name, spec in (cfg.get(group) or {}).items()
+    }
+    built = {}
+    for key, spec in specs.items():
+        defaults = checked_spec(spec, key, problems)
+        if defaults is not None:
+            built[key] = attempt(key, lambda s=spec, d=defaults: instantiate(s, **d), problems)
+    problems += accelerator_problems(cfg.trainer.get("accelerator"))
+    defaults = checked_spec(cfg.trainer, "trainer", problems)
+    if defaults is None or None in built.values():
+        return None
+    off = tuple(
+        kind
+        for kind, flag in (
+            (ProgressBar, "enable_progress_bar"),
+            (ModelSummary, "enable_model_summary"),
+        )
+        if cfg.trainer.get(flag) is False
+    )
+    callbacks = [
+        c for k, c in built.items() if k.startswith("callbacks.") and not isinstance(c, off)
+    ]
+    loggers = [c for k, c in built.items() if k.startswith("logger.")]
+    skip_failing_nvml_probe()
+    # A profiler chosen in the config (debug=profiler) wins over the cheap no-op.
+    quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    return attempt(
+        "trainer",
+        lambda: instantiate(
+            cfg.trainer,
+            **defaults,
+            callbacks=callbacks + safety_callbacks(),
+            logger=loggers or False,
+            **quiet,
+        ),
+        problems,
+    )

@@ -1,0 +1,235 @@
+"""Checkpoints: found and checked before any other work, written complete or not at all,
+and carried across a resume.
+
+``ckpt_path`` is checked up front (it exists, it is a checkpoint of this project, it names
+no code, it fits the config) so a typo costs a one-line message, not a data load followed
+by a traceback from deep inside Lightning. Lightning's own writer stages a checkpoint in
+the system temporary folder and moves it, which is a copy when that folder is on another
+file system: a kill during the copy leaves a truncated file. Here it is written beside
+its target and renamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError
+from src.models.module import SupervisedModule, spec_class
+from src.runs import LAST, command_line, replaced_atomically
+
+log = logging.getLogger(__name__)
+EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
+
+
+def resolve_ckpt_path(ckpt_path: str | None, search_dir: Path) -> Path | None:
+    """``None``, an existing file, or for ``last`` the newest ``last.ckpt`` under
+    ``search_dir`` (single runs and multirun jobs alike)."""
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == LAST:
+        found = sorted(search_dir.rglob("last.ckpt"), key=lambda path: path.stat().st_mtime)
+        if not found:
+            raise ConfigError(
+                f"ckpt_path=last found no last.ckpt under {search_dir}. Train first, or give "
+                f"the path of a checkpoint: ckpt_path={EXAMPLE}"
+            )
+        return found[-1]
+    path = Path(ckpt_path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} does not exist. Give the path of a .ckpt file written by "
+            f"training (for example {EXAMPLE}), or ckpt_path=last for the newest last.ckpt "
+            f"under {search_dir}."
+        )
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with torch's safe loader; refuse anything that is not one of ours."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a non-checkpoint
+        detail = str(error).splitlines()[0] if str(error) else "no detail"
+        raise ConfigError(
+            f"ckpt_path={path} is not a readable checkpoint ({type(error).__name__}: {detail}). "
+            "Give a .ckpt file written by training."
+        ) from error
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= {*checkpoint}:
+        raise ConfigError(
+            f"ckpt_path={path} is a torch file but not a Lightning checkpoint of this project "
+            "(it has no state_dict and hyper_parameters). Give a .ckpt file written by training."
+        )
+    return checkpoint
+
+
+def restore_model(checkpoint: dict[str, Any], path: Path) -> SupervisedModule:
+    """The trained model, rebuilt from a checkpoint already read by :func:`load_checkpoint`.
+
+    ``SupervisedModule`` refuses hyperparameters that name anything but this project's
+    nets and torch's optimizers, or hold anything but plain values.
+    """
+    try:
+        model = SupervisedModule(**checkpoint["hyper_parameters"])
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(
+            f"ckpt_path={path} was refused: its hyper_parameters are not what training with "
+            f"this project writes ({error}). Loading a checkpoint runs no code it names; use "
+            "a checkpoint written by this project's training."
+        ) from None
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
+def trained_checkpoint(cfg: DictConfig) -> Path:
+    """The checkpoint ``eval.py`` and ``predict.py`` use; they cannot run without one."""
+    path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.trained_task)
+    if path is None:
+        raise ConfigError(
+            "no checkpoint given: pass ckpt_path=PATH (a .ckpt file written by training, for "
+            f"example {EXAMPLE}) or ckpt_path=last."
+        )
+    if not path.resolve().is_relative_to(Path(cfg.paths.log_dir).resolve()):
+        log.warning(
+            "Checkpoint %s is not under %s: it does not come from one of this project's runs. "
+            "It is loaded with weights_only=True and runs no code it names.",
+            path,
+            cfg.paths.log_dir,
+        )
+    return path
+
+
+def recorded_data(ckpt_path: Path) -> DictConfig:
+    """The data config that the checkpoint's run recorded, checked to name no foreign code."""
+    recorded = ckpt_path.parent.parent / "config.yaml"  # <run>/checkpoints/<name>.ckpt
+    if not recorded.is_file():
+        raise ConfigError(
+            f"no data to test on: {recorded} (the config of the run that wrote the checkpoint) "
+            "does not exist. Name the data: data=NAME (for example data=digits)."
+        )
+    data = OmegaConf.load(recorded).data
+    try:  # the file sits beside a checkpoint that may come from anywhere
+        spec_class(OmegaConf.to_container(data), "data")
+    except ConfigError as error:
+        raise ConfigError(
+            f"{recorded} was refused as the data config ({error}). Name the data: data=NAME."
+        ) from None
+    return data
+
+
+def model_data_mismatch(hparams: dict[str, Any], data: Any) -> str | None:
+    """Why a checkpoint's model cannot run on ``data`` (a data config), or ``None`` if it can."""
+    net = hparams["net"]
+    trained = (hparams["task"], list(net["input_shape"]), hparams["num_outputs"])
+    given = (data["task"], list(data["input_shape"]), data["num_outputs"])
+    if trained == given:
+        return None
+    return (
+        f"the checkpoint's model ({net['_target_'].rpartition('.')[2]}, {trained[0]} on input "
+        f"shape {trained[1]} with {trained[2]} outputs) does not match the data ({given[0]}, "
+        f"input shape {given[1]}, {given[2]} outputs). Choose data of the same kind, or leave "
+        "data unset to use the data the model was trained on."
+    )
+
+
+# Where each hyperparameter comes from in the config, for messages.
+HPARAM_KEYS = {"net": "model.net", "optimizer": "optimizer", "scheduler": "scheduler"}
+HPARAM_KEYS |= {"task": "data.task", "num_outputs": "data.num_outputs", "monitor": "data.monitor"}
+
+
+def differences(trained: Any, configured: Any, key: str) -> list[str]:
+    """``key: <trained> in the checkpoint, <configured> here`` for each value that differs."""
+    if isinstance(trained, dict) and isinstance(configured, dict):
+        names = dict.fromkeys([*trained, *configured])
+        return [
+            line
+            for n in names
+            for line in differences(trained.get(n), configured.get(n), f"{key}.{n}")
+        ]
+    return (
+        []
+        if trained == configured
+        else [f"{key}: {trained!r} in the checkpoint, {configured!r} here"]
+    )
+
+
+def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
+    """The checkpoint ``train`` resumes from, checked against the module the config builds.
+
+    A resume takes the model and the optimizer's and scheduler's state (their settings
+    included) from the checkpoint, whatever the config says. So a config that differs in
+    any of ``hparams`` (the module's arguments) is refused before any work, with every
+    difference and the overrides of the checkpoint's run: the run's ``config.yaml`` then
+    never records a value that did not run.
+    """
+    path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
+    if path is None:
+        return None
+    trained = restore_model(load_checkpoint(path), path).hparams
+    changed = [
+        line
+        for name, key in HPARAM_KEYS.items()
+        for line in differences(trained.get(name), hparams[name], key)
+    ]
+    if changed:
+        overrides = path.parent.parent / ".hydra" / "overrides.yaml"
+        used = command_line(OmegaConf.load(overrides)) if overrides.is_file() else "unknown"
+        raise ConfigError(
+            f"ckpt_path={path} was trained with other settings than this command gives, and a "
+            f"resume would silently take the checkpoint's: {'; '.join(changed)}. Resume with "
+            f"the overrides of that run ({used}) and change only what training may change "
+            "(trainer.max_epochs, for example), or start a new run without ckpt_path."
+        )
+    return str(path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes ``path`` through a temporary file in the same folder, fsync and a rename."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        with replaced_atomically(Path(path)) as file:
+            torch.save(checkpoint, file)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose record of the best checkpoints survives a resume.
+
+    A resumed run writes into a new folder of its own. Lightning then drops the best
+    score so far and keeps only a path into the old folder, so the resumed run's
+    ``best.ckpt`` and test metrics would weigh only the epochs after the resume. Here the
+    files the record names are copied into the new folder and the record carried over:
+    a stopped-and-resumed run ends with the same ``best.ckpt`` as an uninterrupted one.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir, new_dir = state_dict.get("dirpath"), self.dirpath
+        files = {*state_dict.get("best_k_models", {}), state_dict.get("best_model_path")} - {""}
+        if old_dir and new_dir and old_dir != new_dir and all(map(os.path.isfile, files)):
+            moved = {old: str(Path(new_dir) / Path(old).name) for old in files}
+            # Files already there are newer: trainer.test(ckpt_path=...) restores this
+            # state again from the run's own best.ckpt, after this run's epochs.
+            for old, new in moved.items():
+                if not os.path.exists(new):
+                    with open(old, "rb") as source, replaced_atomically(Path(new)) as target:
+                        shutil.copyfileobj(source, target)
+            state_dict = {
+                **state_dict,
+                "dirpath": new_dir,
+                "best_k_models": {moved[p]: v for p, v in state_dict["best_k_models"].items()},
+                "best_model_path": moved.get(state_dict["best_model_path"], ""),
+                "kth_best_model_path": moved.get(state_dict.get("kth_best_model_path"), ""),
+                "last_model_path": "",
+            }
+        super().load_state_dict(state_dict)
