@@ -41,7 +41,7 @@ class DivergenceGuard(Callback):
             self.check(trainer, loss, f"batch {idx}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Runs before the module folds its step losses into train/loss and before the
+        # Runs before Lightning computes and resets train/loss, and before the
         # checkpoint callbacks save the epoch.
         self.check_steps_so_far(trainer, pl_module)
 
@@ -54,10 +54,10 @@ class DivergenceGuard(Callback):
         self.check(trainer, weights.sum(), "weights checked before saving a checkpoint")
 
     def check_steps_so_far(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Check every loss of the epoch so far at once: one sync, before anything is saved."""
-        losses = getattr(pl_module, "step_losses", None)
-        if losses:
-            self.check(trainer, torch.stack(losses).sum(), "checked before saving a checkpoint")
+        """Every loss of the epoch so far at once: their running sum, one sync."""
+        losses = getattr(pl_module, "train_loss", None)
+        if losses is not None:
+            self.check(trainer, losses.mean_value, "checked before saving a checkpoint")
 
     def check(self, trainer: L.Trainer, loss: Any, where: str) -> None:
         if loss is None or bool(torch.isfinite(loss).all()):

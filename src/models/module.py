@@ -18,7 +18,6 @@ import importlib
 from typing import Any
 
 import lightning as L
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -117,8 +116,8 @@ def task_metrics(task: str, num_outputs: int) -> MetricCollection:
 class SupervisedModule(L.LightningModule):
     """Classification (cross-entropy, accuracy) or regression (MSE, RMSE/MAE/R2).
 
-    The training step does no logging and no host-device sync: it keeps each batch's
-    detached loss and reduces them once per epoch, which keeps the per-step overhead small.
+    Losses and metrics are torchmetrics accumulated on the device: no host-device sync per
+    training step, one per epoch.
     """
 
     def __init__(
@@ -152,13 +151,12 @@ class SupervisedModule(L.LightningModule):
         self.net = build(net, "net")
         self.task = task
         self.loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
+        # NaN kept (torchmetrics drops it by default): DivergenceGuard must see it
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         metrics = task_metrics(task, num_outputs)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        # One list append per step is cheaper than arithmetic on a device tensor.
-        self.step_losses: list[Tensor] = []
-        self.step_sizes: list[int] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -166,18 +164,9 @@ class SupervisedModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = self.loss_fn(self.net(x), y)
-        self.step_losses.append(loss.detach())
-        self.step_sizes.append(len(y))
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        if not self.step_losses:
-            return
-        losses = torch.stack(self.step_losses)
-        sizes = losses.new_tensor(self.step_sizes)
-        self.log("train/loss", (losses * sizes).sum() / sizes.sum(), sync_dist=True)
-        self.step_losses.clear()
-        self.step_sizes.clear()
 
     def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> Tensor:
         x, y = batch
