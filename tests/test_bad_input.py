@@ -49,6 +49,7 @@ def test_linreg_on_classification_data_is_refused(make_cfg):
         ("optimizer.lr=-0.1", "optimizer: Invalid learning rate: -0.1"),
         ("model.net.activation=swish", "model.net: activation must be one of ['elu', 'gelu'"),
         ("model.net.hidden_sizes=[64,0]", "hidden_sizes must be positive integers"),
+        ("model.net.hidden_sizes=[0]", "model.net: hidden_sizes must be positive integers"),
         ("data.val_fraction=1.5", "data: val_fraction=1.5 must be in [0, 1)"),
         ("data.batch_size=abc", "data.batch_size='abc' must be int"),
         ("+optimizer.lrr=0.1", "optimizer.lrr is not an argument of Adam (it takes: params, lr,"),
@@ -99,3 +100,26 @@ def test_gpu_trainer_without_gpu_suggests_cpu(make_cfg):
         pytest.skip("this machine has a GPU")
     message = run_expecting_exit(make_cfg("trainer=gpu"))
     assert "trainer=cpu" in message
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["trainer.precision=64", "trainer.precision=bf16", "trainer.enable_progress_bar=false"],
+)
+def test_what_lightning_accepts_is_accepted(make_cfg, override):
+    # quiet=False: the default callbacks, progress bar included, with the flag that drops it
+    metrics = train(make_cfg(override, "trainer.fast_dev_run=true", "logger=none", quiet=False))
+    assert "test/acc" in metrics
+
+
+def test_train_false_tests_the_checkpoint_given(make_cfg, tmp_path):
+    trained = train(make_cfg("trainer.max_epochs=2", "data.num_samples=600", "test=false"))
+    best = trained["best_model_path"]
+    tested = train(make_cfg("train=false", f"ckpt_path={best}", "data.num_samples=600"))
+    untrained = train(make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=0"))
+    assert tested["best_model_path"] == best
+    assert tested["test/acc"] > untrained["test/acc"] + 0.2
+
+
+def test_train_false_without_a_checkpoint_is_refused(make_cfg):
+    assert "train=false tests a trained checkpoint" in run_expecting_exit(make_cfg("train=false"))

@@ -103,3 +103,12 @@ def test_the_new_model_and_data_sets_learn(fork, command, tmp_path):
     (metrics_file,) = logs.glob("train/runs/*/metrics.json")
     accuracy = json.loads(metrics_file.read_text())["test/acc"]
     assert accuracy > next(value for key, value in LEARNS.items() if key in command)
+
+
+def test_a_bad_argument_of_the_new_net_is_one_clear_message(fork, tmp_path):
+    result = run(
+        fork, "src/train.py", "model=cnn", "model.net.channels=0", f"paths.log_dir={tmp_path}"
+    )
+    assert result.returncode == 1
+    assert "model.net: channels must be at least 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
