@@ -165,8 +165,11 @@ class SupervisedModule(L.LightningModule):
         x, y = batch
         loss = self.loss_fn(self.net(x), y)
         self.train_loss.update(loss.detach(), weight=len(y))
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logged once an epoch: a self.log per step costs as much as a small model's step.
+        self.log("train/loss", self.train_loss)
 
     def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> Tensor:
         x, y = batch
