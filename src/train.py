@@ -25,6 +25,7 @@ from src.callbacks.hparams import log_hparams
 from src.callbacks.safety import safety_callbacks
 from src.errors import UserError
 from src.utils.ckpt import resume_checkpoint
+from src.utils.cluster import requeue_plugins
 from src.utils.debug import log_debug_changes
 from src.utils.interrupts import earlier_attempt_checkpoint, exit_resumably
 from src.utils.run_files import print_config_tree, record_run, write_metrics
@@ -69,7 +70,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     skip_failing_nvml_probe()
     # A profiler chosen in the config (debug=profiler) wins over the cheap no-op.
     quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **quiet)
+    plugins = [instantiate(spec) for spec in cfg.trainer.get("plugins") or []]
+    plugins += requeue_plugins()
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, **quiet
+    )
 
 
 def collect_metrics(trainer: L.Trainer) -> dict[str, float]:
