@@ -29,10 +29,11 @@ alive() {
 running_pid() {
     local pid
     pid=$(cat "$STATE/$1.pid" 2>/dev/null) || return 1
-    alive "$pid" && [ "$(cat "/proc/$pid/comm")" = "$1" ] && echo "$pid"
+    alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
 }
 
-# Start daemon $1 (the rest: its command line, in the foreground) detached, and record its pid.
+# Start daemon $1 (the rest: its command line, in the foreground) detached, and record its
+# pid; what it prints (in the foreground, its log) goes to $STATE/log/$1.log.
 launch() {
     local name=$1
     shift
@@ -73,7 +74,7 @@ write_config() {
     mkdir -p "$(dirname "$CONF")"
     cat >"$CONF" <<EOF
 $MARK
-# The controller and the node listen on 127.0.0.1 only. Remove it with the daemons stopped.
+# The controller and the node listen on 127.0.0.1 only; their logs: $STATE/log/.
 ClusterName=local
 SlurmctldHost=$HOST(127.0.0.1)
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
@@ -95,8 +96,6 @@ SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
 SlurmdSpoolDir=$STATE/slurmd
 StateSaveLocation=$STATE/slurmctld
-SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 $node NodeAddr=127.0.0.1 State=UNKNOWN
