@@ -208,10 +208,14 @@ class SlowFirstAttempt(Callback):
     ("interruption", "time_limit"),
     [
         # a 2-minute limit: SLURM sends SIGUSR2 30 to 60 s in, and submitit requeues the job
-        ("time limit", ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=60"]),
+        pytest.param(
+            "time limit",
+            ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=60"],
+            id="time-limit",
+        ),
         # the scheduler itself requeues the running job (SIGTERM, then a new start), as a
         # preemption with PreemptMode=REQUEUE does
-        ("scontrol requeue", []),
+        pytest.param("scontrol requeue", [], id="scontrol-requeue"),
     ],
 )
 def test_an_interrupted_job_is_requeued_and_finishes_from_its_checkpoint(
