@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.safety import safety_callbacks
+from src.cluster import requeue_plugins
 from src.models.module import spec_class
 from src.speed import NoProfiler, skip_failing_nvml_probe
 from src.validation import (
@@ -115,6 +116,8 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
             **defaults,
             callbacks=callbacks + safety_callbacks(),
             logger=loggers or False,
+            plugins=[instantiate(spec) for spec in cfg.trainer.get("plugins") or []]
+            + requeue_plugins(),
             **quiet,
         ),
         problems,

@@ -25,8 +25,7 @@ from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 ERROR_FILE = "error.txt"  # a failed job's traceback, written by src/sweeps.py
 FOLD_KEY = "data.fold"
@@ -293,20 +292,3 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
     markdown = "\n\n".join(parts) + "\n"
     (sweep_dir / "summary.md").write_text(markdown)
     return Summary(jobs, metric, mode, markdown)
-
-
-class SweepCallback(Callback):
-    """At the end of a multirun: write and print the summary, exit 1 if a job failed."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        summary = summarize(sweep_dir)
-        print(summary.markdown)
-        not_ok = [job.name for job in summary.jobs if job.status != "ok"]
-        if not_ok:
-            # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings.
-            raise SystemExit(
-                f"error: {len(not_ok)} of {len(summary.jobs)} jobs did not finish "
-                f"(jobs {', '.join(not_ok)}); their folders in {sweep_dir} hold error.txt, "
-                f"and {sweep_dir / 'summary.md'} lists every job."
-            )

@@ -33,10 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.cluster import check_slurm_reachable
 from src.runs import job_overrides, write_atomic
-from src.summary import ERROR_FILE
+from src.summary import ERROR_FILE, summarize
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +126,24 @@ def stop_when_orphaned(parent_pid: int) -> None:
 def record_failure(output_dir: Path, error: Exception) -> None:
     log.error("This job failed; the sweep goes on with the next one.", exc_info=error)
     write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
+
+
+class SweepCallback(Callback):
+    """Before a multirun, refuse a SLURM sweep where no SLURM is reachable; at its end, write
+    and print the summary, and exit 1 if a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_slurm_reachable(config)  # before the launcher submits anything
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = summarize(sweep_dir)
+        print(summary.markdown)
+        not_ok = [job.name for job in summary.jobs if job.status != "ok"]
+        if not_ok:
+            # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings.
+            raise SystemExit(
+                f"error: {len(not_ok)} of {len(summary.jobs)} jobs did not finish "
+                f"(jobs {', '.join(not_ok)}); their folders in {sweep_dir} hold error.txt, "
+                f"and {sweep_dir / 'summary.md'} lists every job."
+            )
