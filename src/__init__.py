@@ -5,6 +5,7 @@ writes to the same ``logs/`` and reads the same ``data/`` from any working direc
 The task decides the metric that picks the best checkpoint (``configs/data/_shared.yaml``).
 """
 
+import importlib
 import os
 from pathlib import Path
 
@@ -15,4 +16,11 @@ TASK_MONITOR = {"classification": ("val/acc", "max"), "regression": ("val/loss",
 OmegaConf.register_new_resolver("task_monitor", lambda task: TASK_MONITOR[task][0], replace=True)
 OmegaConf.register_new_resolver(
     "task_monitor_mode", lambda task: TASK_MONITOR[task][1], replace=True
+)
+# A sweep job's run name ends with the overrides that differ between the sweep's jobs
+OmegaConf.register_new_resolver(
+    "swept",
+    lambda: importlib.import_module("src.sweeps").swept_overrides(),
+    use_cache=True,
+    replace=True,
 )

@@ -33,10 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.runs import job_overrides, write_atomic
-from src.summary import ERROR_FILE
+from src.summary import ERROR_FILE, as_dict, planned_jobs
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +126,20 @@ def stop_when_orphaned(parent_pid: int) -> None:
 def record_failure(output_dir: Path, error: Exception) -> None:
     log.error("This job failed; the sweep goes on with the next one.", exc_info=error)
     write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
+
+
+def swept_overrides() -> str:
+    """In a sweep's job, its overrides that differ between the jobs, as `` lr=0.01 activation=tanh``
+    (each key's last part): what the run name adds. Empty outside a sweep.
+
+    The jobs are those the sweep planned (the basic sweeper's ``multirun.yaml``, read as the
+    sweep summary reads it); a search (Optuna) varies the keys of its ``params``.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    hydra = HydraConfig.get()
+    jobs = list(planned_jobs(Path(hydra.sweep.dir), Path(hydra.runtime.output_dir)).values())
+    varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
+    varied |= set(hydra.sweeper.get("params") or {})
+    own = as_dict(list(hydra.overrides.task)).items()
+    return "".join(f" {key.rsplit('.', 1)[-1]}={value}" for key, value in own if key in varied)

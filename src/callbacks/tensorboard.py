@@ -1,18 +1,44 @@
-"""Where the dashboard callbacks write: the run's TensorBoard logger, if it has one.
+"""The run's TensorBoard logger: where it writes, and where the dashboard callbacks find it.
 
-Every picture-drawing callback asks this first and does nothing without a TensorBoard
-logger (``logger=csv``, ``logger=none``, ``fast_dev_run``), so such runs pay nothing.
+Every picture-drawing callback asks for it first and does nothing without one
+(``logger=csv``, ``logger=none``, ``fast_dev_run``), so such runs pay nothing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+
+class RunLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger, writing where TensorBoard names the run for a person.
+
+    TensorBoard names a run by its folder under ``--logdir``: inside the run folder
+    (``train/runs/<timestamp>/``), every legend, image card and HParams row would start
+    with a timestamp. The events go to ``<save_dir>/<run name>/<run folder's name>`` (a
+    sweep job's: ``<sweep folder's name>/<job>``) instead: the name first, then the
+    timestamp, which keeps two runs of one command apart and leads to the run's folder.
+    Lightning adds ``epoch`` to the metrics it logs; TensorBoard would chart it first of
+    all (with one more point at the test step), so it is left out here (CSV keeps it).
+    """
+
+    def __init__(self, save_dir: str, name: str | None, run_dir: str, **kwargs: Any) -> None:
+        run = Path(run_dir)
+        in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        folder = f"{run.parent.name}/{run.name}" if in_sweep else run.name
+        super().__init__(save_dir, name=name, version=folder, **kwargs)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
 
 def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
