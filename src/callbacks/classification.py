@@ -21,12 +21,13 @@ CORRECT, WRONG = "tab:green", "tab:red"
 FRAME, LABEL_HEIGHT = 2, 12  # image pixels around each sample and above it for its label
 TITLE_HEIGHT, FIGURE_WIDTH = 27, 340  # pixels above a sample grid for its title; least width
 CARD_PIXELS = round(CARD_HEIGHT * 100)
-CELL_TEXT = {"fontsize": 6.5}
+CELL_TEXT = {"fontsize": 6}
 FEW_CLASSES = 12  # up to this many, a confusion matrix names every class and counts each cell
 
 
 class ConfusionMatrix(ValidationPictures):
-    """``val/confusion_matrix``: counts of (true, predicted) class over the validation set.
+    """``val/confusion_matrix``: (true, predicted) class over the validation set, each cell
+    in percent of its true class.
 
     torchmetrics accumulates it on the device batch by batch (no host sync per batch) and
     sums it across processes when several train together. Drawn to fit an image card: with
@@ -49,14 +50,23 @@ class ConfusionMatrix(ValidationPictures):
         from sklearn.metrics import ConfusionMatrixDisplay
 
         few = len(counts) <= FEW_CLASSES
-        figure = new_figure(1.4 * CARD_HEIGHT)
+        figure = new_figure(1.6 * CARD_HEIGHT)
         axes = figure.subplots()
-        display = ConfusionMatrixDisplay(counts.numpy())
-        display.plot(ax=axes, cmap="Blues", colorbar=False, include_values=few, text_kw=CELL_TEXT)
+        # percent of each true class: at most 3 digits in a cell, whatever the set's size
+        percent = 100 * counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+        display = ConfusionMatrixDisplay(percent.numpy())
+        display.plot(
+            ax=axes,
+            cmap="Blues",
+            colorbar=False,
+            include_values=few,
+            values_format=".0f",
+            text_kw=CELL_TEXT,
+        )
         ticks = range(0, len(counts), 1 if few else len(counts) // 5)
         axes.set_xticks(ticks, labels=ticks)
         axes.set_yticks(ticks, labels=ticks)
-        axes.set(xlabel="predicted class", ylabel="true class")
+        axes.set(xlabel="predicted class (% of each true class)", ylabel="true class")
         accuracy = counts.diag().sum() / counts.sum().clamp_min(1)
         title = f"validation, epoch {self.collected_epoch}: accuracy {accuracy:.3f}"
         add_figure(logger, "val/confusion_matrix", figure, step, title)
