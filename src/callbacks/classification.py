@@ -119,6 +119,7 @@ def sample_figure(images: Tensor, labels: list[str], colors: list[str]) -> Figur
     # at least a card's size (TensorBoard would enlarge it), wide enough for the title
     figure_width, figure_height = max(width, FIGURE_WIDTH), max(height + TITLE_HEIGHT, CARD_PIXELS)
     figure = new_figure(figure_width / 100, figure_height / 100)
+    figure.set_layout_engine("none")  # the axes placed by hand, pixel for pixel
     left = (1 - width / figure_width) / 2
     axes = figure.add_axes((left, 0, width / figure_width, height / figure_height))
     axes.imshow(grid.numpy(), interpolation="nearest")
