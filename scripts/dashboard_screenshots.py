@@ -5,7 +5,8 @@
 Starts ``tensorboard --logdir LOGDIR`` on 127.0.0.1 (on a port the OS picks), opens each
 view in Debian's ``chromium`` (``apt-get install chromium``) through Playwright, which
 drives that browser and downloads none, waits until the view's charts, pictures or table
-have loaded, and saves ``scalars.png``, ``images.png`` and ``hparams.png`` in OUTPUT, in
+have loaded, and saves ``scalars.png``, ``images.png`` (confusion matrices, regression plots),
+``samples.png`` (labelled validation samples) and ``hparams.png`` in OUTPUT, in
 256 colors (small enough for a README). The scalars are opened at the README's address:
 no smoothing, the losses and task metrics pinned on top. TensorBoard is stopped however
 the script ends; every wait is bounded.
@@ -34,7 +35,7 @@ SCALARS = "?" + urllib.parse.urlencode(
     {"smoothing": 0, "pinnedCards": json.dumps([{"plugin": "scalars", "tag": t} for t in PINNED])}
 )
 PICTURES = "confusion_matrix|pred_vs_true|residuals"
-SAMPLES = "predictions|inputs"
+SAMPLES = "predictions"
 # view: (address, what shows that it has loaded); pictures are filtered by tag (a flat list:
 # Time Series opens only its first two tag groups)
 VIEWS = {
