@@ -138,8 +138,20 @@ def swept_overrides() -> str:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return ""
     hydra = HydraConfig.get()
-    jobs = list(planned_jobs(Path(hydra.sweep.dir), Path(hydra.runtime.output_dir)).values())
+    sweep_dir = Path(hydra.sweep.dir)
+    planned = (sweep_dir / "multirun.yaml").is_file()  # else no job's overrides are known
+    jobs = list(planned_jobs(sweep_dir, sweep_dir).values()) if planned else []
     varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
     varied |= set(hydra.sweeper.get("params") or {})
     own = as_dict(list(hydra.overrides.task)).items()
-    return "".join(f" {key.rsplit('.', 1)[-1]}={value}" for key, value in own if key in varied)
+    return "".join(
+        f" {key.rsplit('.', 1)[-1]}={brief(value)}" for key, value in own if key in varied
+    )
+
+
+def brief(value: str) -> str:
+    """A search's drawn number to 4 digits (``0.0007696``), anything else as typed."""
+    try:
+        return f"{float(value):.4g}" if len(value) > 8 else value
+    except ValueError:
+        return value

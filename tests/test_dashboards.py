@@ -32,6 +32,7 @@ from src.callbacks.classification import ConfusionMatrix
 from src.callbacks.regression import RegressionPlots
 from src.callbacks.tensorboard import CARD_TEXT
 from src.models.nets import LeNet5
+from src.sweeps import brief
 from src.train import train
 from tests.conftest import HOUSING_HEADER, QUIET, ROOT, compose_config
 
@@ -100,6 +101,11 @@ def test_runs_are_named_for_what_tells_them_apart_then_their_folder(logs: Path) 
     jobs = sorted((logs / "train" / "multiruns" / "sweep").glob("*/metrics.json"))
     names = [json.loads(path.read_text())["run_name"] for path in jobs]
     assert names == ["mlp-digits lr=0.01", "mlp-digits lr=0.001"]
+
+
+def test_a_search_s_drawn_numbers_are_shortened_in_run_names() -> None:
+    assert brief("0.0007695588054416491") == "0.0007696"  # an Optuna draw
+    assert [brief(v) for v in ("0.01", "1e-5", "[256,128,64]")] == ["0.01", "1e-5", "[256,128,64]"]
 
 
 def test_scalars_follow_the_naming_convention_without_an_epoch_chart(logs: Path) -> None:
