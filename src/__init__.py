@@ -17,10 +17,11 @@ OmegaConf.register_new_resolver("task_monitor", lambda task: TASK_MONITOR[task][
 OmegaConf.register_new_resolver(
     "task_monitor_mode", lambda task: TASK_MONITOR[task][1], replace=True
 )
-# A sweep job's run name ends with the overrides that differ between the sweep's jobs
-OmegaConf.register_new_resolver(
-    "swept",
-    lambda: importlib.import_module("src.sweeps").swept_overrides(),
-    use_cache=True,
-    replace=True,
-)
+
+
+def swept() -> str:
+    """A sweep job's run name ends with the overrides that differ between the sweep's jobs."""
+    return importlib.import_module("src.sweeps").swept_overrides()
+
+
+OmegaConf.register_new_resolver("swept", swept, use_cache=True, replace=True)

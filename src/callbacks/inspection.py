@@ -13,7 +13,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch import Tensor
 
 from src.callbacks.classification import sample_figure
 from src.callbacks.tensorboard import CARD_TEXT, add_figure, tensorboard_logger
@@ -36,17 +35,12 @@ class OncePerFit(Callback):
         if self.done:
             return
         self.done = True
-        inputs, targets = batch  # the data modules' (inputs, targets) batches
-        self.use(tensorboard_logger(trainer), pl_module, inputs, targets, trainer.global_step)
+        self.use(tensorboard_logger(trainer), pl_module, batch, trainer.global_step)
 
     def use(
-        self,
-        logger: TensorBoardLogger,
-        pl_module: L.LightningModule,
-        inputs: Tensor,
-        targets: Tensor,
-        step: int,
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
+        """Act on the first batch: the data modules' ``(inputs, targets)``."""
         raise NotImplementedError
 
 
@@ -60,13 +54,9 @@ class TrainInputs(OncePerFit):
         self.num_images = num_images
 
     def use(
-        self,
-        logger: TensorBoardLogger,
-        pl_module: L.LightningModule,
-        inputs: Tensor,
-        targets: Tensor,
-        step: int,
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
+        inputs, targets = batch
         if inputs.dim() != 4 or getattr(pl_module, "task", None) != "classification":
             return
         from matplotlib import rc_context
@@ -82,17 +72,12 @@ class ModelGraph(OncePerFit):
     """The net's graph (TensorBoard's Graphs tab), traced on one training example."""
 
     def use(
-        self,
-        logger: TensorBoardLogger,
-        pl_module: L.LightningModule,
-        inputs: Tensor,
-        targets: Tensor,
-        step: int,
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
         with warnings.catch_warnings():
             # TensorBoard's graph is built by torch.jit.trace, which torch now calls deprecated
             warnings.filterwarnings("ignore", ".*is deprecated.*", FutureWarning)
-            logger.experiment.add_graph(pl_module, inputs[:1])
+            logger.experiment.add_graph(pl_module, batch[0][:1])
 
 
 class ParameterHistograms(Callback):
