@@ -5,6 +5,7 @@ writes to the same ``logs/`` and reads the same ``data/`` from any working direc
 The task decides the metric that picks the best checkpoint (``configs/data/_shared.yaml``).
 """
 
+import importlib
 import os
 from pathlib import Path
 
@@ -16,3 +17,11 @@ OmegaConf.register_new_resolver("task_monitor", lambda task: TASK_MONITOR[task][
 OmegaConf.register_new_resolver(
     "task_monitor_mode", lambda task: TASK_MONITOR[task][1], replace=True
 )
+
+
+def swept() -> str:
+    """A sweep job's run name ends with the overrides that differ between the sweep's jobs."""
+    return importlib.import_module("src.sweeps").swept_overrides()
+
+
+OmegaConf.register_new_resolver("swept", swept, use_cache=True, replace=True)

@@ -33,12 +33,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.cluster import check_slurm_reachable
 from src.runs import job_overrides, write_atomic
-from src.summary import ERROR_FILE, summarize
+from src.summary import ERROR_FILE, as_dict, planned_jobs, summarize
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +149,32 @@ class SweepCallback(Callback):
                 f"(jobs {', '.join(not_ok)}); their folders in {sweep_dir} hold error.txt, "
                 f"and {sweep_dir / 'summary.md'} lists every job."
             )
+
+
+def swept_overrides() -> str:
+    """In a sweep's job, its overrides that differ between the jobs, as `` lr=0.01 activation=tanh``
+    (each key's last part): what the run name adds. Empty outside a sweep.
+
+    The jobs are those the sweep planned (the basic sweeper's ``multirun.yaml``, read as the
+    sweep summary reads it); a search (Optuna) varies the keys of its ``params``.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    hydra = HydraConfig.get()
+    sweep_dir = Path(hydra.sweep.dir)
+    planned = (sweep_dir / "multirun.yaml").is_file()  # else no job's overrides are known
+    jobs = list(planned_jobs(sweep_dir, sweep_dir).values()) if planned else []
+    varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
+    varied |= set(hydra.sweeper.get("params") or {})
+    own = as_dict(list(hydra.overrides.task)).items()
+    return "".join(
+        f" {key.rsplit('.', 1)[-1]}={brief(value)}" for key, value in own if key in varied
+    )
+
+
+def brief(value: str) -> str:
+    """A search's drawn number to 4 digits (``0.0007696``), anything else as typed."""
+    try:
+        return f"{float(value):.4g}" if len(value) > 8 else value
+    except ValueError:
+        return value

@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(collect_metrics(trainer))
 
     metrics.update(best_model_path=best_path or None, wall_time_s=time.perf_counter() - started)
-    log_hparams(trainer, cfg, metrics)
+    log_hparams(trainer, cfg)
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
     return metrics

@@ -1,147 +1,190 @@
-"""What a short run shows in TensorBoard, read with TensorBoard's own reader and server.
+"""What runs show in TensorBoard, read with TensorBoard's own reader and a real server.
 
-One LeNet-on-digits run (module-scoped) serves the event-file checks and a real
-``tensorboard`` process queried over HTTP; a linear regression run checks the
-regression pictures; a run with the pictures off checks that none is written.
+One logdir (module-scoped) holds what a person opens with ``tensorboard --logdir logs``:
+a LeNet-on-digits run, an MLP on California housing and a two-job sweep over the learning
+rate. Its event files and a real ``tensorboard`` process queried over HTTP show the run
+names, the HParams experiment across both tasks, the scalars and the pictures' sizes; the
+screenshot script (slow) opens it in Chromium. Pictures' texts are checked on the figures.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import re
+import shutil
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from scripts.dashboard_screenshots import tensorboard
+from src.callbacks.classification import ConfusionMatrix
+from src.callbacks.regression import RegressionPlots
+from src.callbacks.tensorboard import CARD_TEXT
 from src.models.nets import LeNet5
+from src.sweeps import brief
 from src.train import train
-from tests.conftest import QUIET, compose_config
+from tests.conftest import HOUSING_HEADER, QUIET, ROOT, compose_config
 
 # QUIET without logger=none: these runs log to TensorBoard (the default logger).
 TENSORBOARD_RUN = [o for o in QUIET if not o.startswith("logger=")]
-SHORT = [
-    "trainer.max_epochs=2",
-    "trainer.limit_train_batches=4",
-    "trainer.limit_test_batches=1",
-    "trainer.log_every_n_steps=2",
-]
+# 4 steps an epoch: a curve only if train/loss_step follows the epoch's length, not 50 steps
+SHORT = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_test_batches=1"]
+LENET, HOUSING = "2026-01-31_12-00-00_000001", "2026-01-31_12-00-00_000002"  # run folders
+RUNS = {
+    f"lenet-digits/{LENET}",
+    f"mlp-california/{HOUSING}",
+    "mlp-digits lr=0.01/sweep/0",
+    "mlp-digits lr=0.001/sweep/1",
+}
 CLASSIFICATION_SCALARS = {
     "train/loss",
     "train/loss_step",
+    "train/lr-Adam",
     "val/loss",
     "val/acc",
     "test/loss",
     "test/acc",
-    "lr-Adam",
     "time/epoch_s",
     "time/train_samples_per_s",
 }
+CARD_PIXELS = 215  # the height of a picture in TensorBoard's Time Series
 
 
-def read_events(run_dir: Path) -> EventAccumulator:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``paths.log_dir`` of the three runs; the LeNet run draws its matrix every epoch."""
+    logs = tmp_path_factory.mktemp("logs")
+    runs = logs / "train" / "runs"
+    common = [*TENSORBOARD_RUN, *SHORT, f"paths.log_dir={logs}"]
+    lenet = ["model=lenet", "data=digits", "callbacks.confusion_matrix.every_n_epochs=1"]
+    train(compose_config([*common, *lenet], runs / LENET))
+    rows = np.random.default_rng(0).normal(size=(300, 9)) + 3.0
+    housing = logs / "housing.csv"
+    housing.write_text(HOUSING_HEADER + "\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    regression = ["model=mlp", "data=california", f"data.csv_path={housing}"]
+    train(compose_config([*common, *regression], runs / HOUSING))
+    sweep = ["-m", "model=mlp", "data=digits", "optimizer.lr=0.01,0.001"]
+    sweep += [*common, f"hydra.sweep.dir={logs / 'train' / 'multiruns' / 'sweep'}"]
+    command = [sys.executable, "src/train.py", *sweep]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    return logs
+
+
+def read_events(logs: Path, run: str) -> EventAccumulator:
+    events = EventAccumulator(str(logs / run), size_guidance={"images": 0})
     events.Reload()
     return events
 
 
-def decode_png(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG"
-    image.load()
-    return image
-
-
 def last_images(events: EventAccumulator) -> dict[str, Image.Image]:
-    return {
-        tag: decode_png(events.Images(tag)[-1].encoded_image_string) for tag in image_tags(events)
-    }
+    images = {}
+    for tag in events.Tags()["images"]:
+        images[tag] = Image.open(io.BytesIO(events.Images(tag)[-1].encoded_image_string))
+        assert images[tag].format == "PNG"
+    return images
 
 
-def image_tags(events: EventAccumulator) -> set[str]:
-    return set(events.Tags()["images"])
+def test_runs_are_named_for_what_tells_them_apart_then_their_folder(logs: Path) -> None:
+    folders = {str(p.parent.relative_to(logs)) for p in logs.rglob("events.out.tfevents.*")}
+    assert folders == RUNS
+    jobs = sorted((logs / "train" / "multiruns" / "sweep").glob("*/metrics.json"))
+    names = [json.loads(path.read_text())["run_name"] for path in jobs]
+    assert names == ["mlp-digits lr=0.01", "mlp-digits lr=0.001"]
 
 
-@pytest.fixture(scope="module")
-def lenet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two short epochs of LeNet on digits; the confusion matrix drawn every epoch."""
-    run_dir = tmp_path_factory.mktemp("lenet") / "run"
-    overrides = [
-        *TENSORBOARD_RUN,
-        "model=lenet",
-        "data=digits",
-        *SHORT,
-        "callbacks.confusion_matrix.every_n_epochs=1",
-    ]
-    train(compose_config(overrides, run_dir))
-    return run_dir
+def test_a_search_s_drawn_numbers_are_shortened_in_run_names() -> None:
+    assert brief("0.0007695588054416491") == "0.0007696"  # an Optuna draw
+    assert [brief(v) for v in ("0.01", "1e-5", "[256,128,64]")] == ["0.01", "1e-5", "[256,128,64]"]
 
 
-def test_classification_run_writes_the_scalars_of_the_naming_convention(lenet_run: Path) -> None:
-    events = read_events(lenet_run)
-    assert set(events.Tags()["scalars"]) >= CLASSIFICATION_SCALARS
-    # 2 epochs x 4 batches, every 2nd step: one host read per logging step, no more
-    assert [e.step for e in events.Scalars("train/loss_step")] == [2, 4, 6, 8]
+def test_scalars_follow_the_naming_convention_without_an_epoch_chart(logs: Path) -> None:
+    events = read_events(logs, f"lenet-digits/{LENET}")
+    assert set(events.Tags()["scalars"]) == CLASSIFICATION_SCALARS
+    # 2 epochs of 4 steps: the step loss every step, the learning rate as each epoch starts
+    assert [e.step for e in events.Scalars("train/loss_step")] == list(range(1, 9))
+    assert [e.step for e in events.Scalars("train/lr-Adam")] == [0, 4]
     assert len(events.Scalars("time/epoch_s")) == 2
     assert all(e.value > 0 for e in events.Scalars("time/train_samples_per_s"))
 
 
-def test_classification_run_draws_confusion_matrix_and_sample_grids(lenet_run: Path) -> None:
-    events = read_events(lenet_run)
+def test_pictures_are_drawn_at_the_size_tensorboard_shows_them(logs: Path) -> None:
+    events = read_events(logs, f"lenet-digits/{LENET}")
     images = last_images(events)
     assert set(images) == {"val/confusion_matrix", "val/predictions", "train/inputs"}
-    for tag, image in images.items():
-        assert image.width >= 200 and image.height >= 200, tag
     # every_n_epochs=1: one matrix per epoch; the samples only at the end of training
     assert len(events.Images("val/confusion_matrix")) == 2
     assert len(events.Images("val/predictions")) == 1
-    # 64 images of 28x28 in rows of 8 with 2-pixel padding: 8 x 30 + 2 pixels square
-    assert images["train/inputs"].size == (242, 242)
+    regression = last_images(read_events(logs, f"mlp-california/{HOUSING}"))
+    assert set(regression) == {"val/pred_vs_true", "val/residuals"}
+    for tag, image in {**images, **regression}.items():
+        assert image.height == CARD_PIXELS and 300 <= image.width <= 370, (tag, image.size)
 
 
-def test_hparams_tab_links_resolved_config_values_to_final_metrics(lenet_run: Path) -> None:
-    events = read_events(lenet_run)
-    content = events.PluginTagToContent("hparams")
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
-    session = plugin_data_pb2.HParamsPluginData.FromString(
-        content["_hparams_/session_start_info"]
-    ).session_start_info.hparams
-    assert session["model"].string_value == "lenet"
-    assert session["data"].string_value == "digits"
-    assert session["net"].string_value == "LeNet5"
-    assert session["optimizer"].string_value == "adam"
-    assert session["optimizer.lr"].number_value == pytest.approx(1e-3)
-    assert session["data.batch_size"].number_value == 64
-    assert session["seed"].number_value == 12345
-    assert session["trainer.max_epochs"].number_value == 2
-    assert not any("${" in value.string_value for value in session.values())
-    metric_tags = {info.name.tag for info in experiment.experiment.metric_infos}
-    assert {"val/acc", "val/loss", "test/acc", "test/loss", "train/loss"} <= metric_tags
-    assert metric_tags <= set(events.Tags()["scalars"])
-    assert "_hparams_/session_end_info" in content
+def drawn(callback, trainer: SimpleNamespace) -> list:
+    """The figures ``callback`` draws, taken before they are logged."""
+    from matplotlib import rc_context
+
+    figures = []
+    experiment = SimpleNamespace(add_figure=lambda tag, figure, **kwargs: figures.append(figure))
+    with rc_context(CARD_TEXT):
+        callback.draw(trainer, SimpleNamespace(name="mlp-cifar lr=0.01", experiment=experiment), 0)
+    return figures
 
 
-def test_regression_run_draws_scatter_and_residuals(make_cfg, tiny_housing_csv: Path) -> None:
-    cfg = make_cfg(
-        *TENSORBOARD_RUN, "model=linreg", f"data.csv_path={tiny_housing_csv}", *SHORT, quiet=False
-    )
-    train(cfg)
-    events = read_events(Path(cfg.paths.output_dir))
-    assert {"val/rmse", "val/r2", "test/rmse", "lr-Adam"} <= set(events.Tags()["scalars"])
-    images = last_images(events)
-    assert set(images) == {"val/pred_vs_true", "val/residuals"}
-    assert all(image.width >= 300 and image.height >= 200 for image in images.values())
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_confusion_matrix_reads_at_card_size_for_10_and_100_classes(num_classes: int) -> None:
+    callback, targets = ConfusionMatrix(), torch.arange(1000) % num_classes
+    callback.collect(targets, targets, torch.eye(num_classes)[targets], 0)
+    callback.collected_epoch = 3
+    (figure,) = drawn(callback, SimpleNamespace(is_global_zero=True))
+    axes = figure.axes[0]
+    assert figure.get_suptitle() == "mlp-cifar lr=0.01\nvalidation, epoch 3: accuracy 1.000"
+    ticks = [label.get_text() for label in axes.get_xticklabels()]
+    assert ticks == [str(c) for c in range(0, num_classes, 1 if num_classes == 10 else 20)]
+    assert all(label.get_rotation() == 0 for label in axes.get_xticklabels())
+    assert len(axes.texts) == (num_classes**2 if num_classes == 10 else 0)  # % in each cell
+    assert figure.get_size_inches()[1] * figure.dpi == CARD_PIXELS
 
 
-def test_pictures_off_write_no_image_and_opt_in_graph_and_histograms_appear(make_cfg) -> None:
+def test_regression_plots_name_the_target_and_its_units() -> None:
+    callback = RegressionPlots()
+    callback.collect(torch.zeros(4, 8), torch.rand(4, 1), torch.rand(4, 1), 0)
+    callback.collected_epoch = 0
+    target = SimpleNamespace(target_label="median house value (100,000 USD)")
+    scatter, residuals = drawn(callback, SimpleNamespace(is_global_zero=True, datamodule=target))
+    assert scatter.axes[0].get_xlabel() == "true median house value (100,000 USD)"
+    assert residuals.axes[0].get_xlabel() == "predicted - true median house value (100,000 USD)"
+
+
+def test_hparams_sessions_hold_values_as_typed_and_no_experiment(logs: Path) -> None:
+    content = read_events(logs, f"lenet-digits/{LENET}").PluginTagToContent("hparams")
+    # one run's experiment summary would stand for every run under the logdir
+    assert set(content) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = {name: value.string_value for name, value in start.session_start_info.hparams.items()}
+    assert values["model"] == "lenet" and values["data"] == "digits"
+    assert values["optimizer.lr"] == "0.001" and values["data.batch_size"] == "64"
+    assert values["seed"] == "12345" and values["trainer.max_epochs"] == "2"
+    assert values["tags"] == "dev"
+    assert values["scheduler"] == "none"  # the group chosen; unset values are left out:
+    assert not {"net", "run_name", "data.fold", "trainer.gradient_clip_val"} & set(values)
+    assert not any("${" in value for value in values.values())
+
+
+def test_pictures_off_write_no_image_and_opt_in_graph_and_histograms_appear(
+    make_cfg, tmp_path: Path
+) -> None:
     cfg = make_cfg(
         *TENSORBOARD_RUN,
         "model=lenet",
@@ -152,11 +195,12 @@ def test_pictures_off_write_no_image_and_opt_in_graph_and_histograms_appear(make
         "test=false",
         "callbacks=[default,model_graph,histograms]",
         "callbacks/images=none",
+        f"paths.log_dir={tmp_path}",
         quiet=False,
     )
     train(cfg)
-    events = read_events(Path(cfg.paths.output_dir))
-    assert image_tags(events) == set()
+    events = read_events(tmp_path, f"lenet-digits/{Path(cfg.paths.output_dir).name}")
+    assert events.Tags()["images"] == []
     assert set(events.Tags()["scalars"]) >= {"val/acc", "train/loss_step"}
     assert events.Tags()["graph"]
     names = [f"net.{name}" for name, _ in LeNet5([1, 28, 28], 10).named_parameters()]
@@ -165,69 +209,84 @@ def test_pictures_off_write_no_image_and_opt_in_graph_and_histograms_appear(make
     }
 
 
-@pytest.fixture
-def tensorboard_server(lenet_run: Path, tmp_path: Path):
-    """A real ``tensorboard`` process on the LeNet run, on a port the OS picks; always stopped."""
-    stderr = tmp_path / "tensorboard.log"
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(lenet_run)]
-    command += ["--host", "127.0.0.1", "--port", "0", "--load_fast", "false"]
-    with stderr.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
+@pytest.fixture(scope="module")
+def server(logs: Path):
+    """A real ``tensorboard`` on the logdir, once it lists every run; always stopped."""
+    with tensorboard(logs) as address:
         deadline = time.monotonic() + 60
-        while not (match := re.search(r"http://127\.0\.0\.1:(\d+)/", stderr.read_text())):
-            assert process.poll() is None, f"tensorboard exited: {stderr.read_text()}"
-            assert time.monotonic() < deadline, f"tensorboard did not start: {stderr.read_text()}"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        while set(runs := get_json(address, "data/runs")) != RUNS:
+            assert time.monotonic() < deadline, f"the runs never all appeared: {runs}"
+            time.sleep(0.2)
+        yield address
 
 
-def get_json(url: str, path: str, **query: str):
-    full = f"{url}{path}?{urllib.parse.urlencode(query)}" if query else f"{url}{path}"
-    with urllib.request.urlopen(full, timeout=10) as response:
+def get_json(address: str, path: str, **query: str):
+    url = f"{address}{path}?{urllib.parse.urlencode(query)}"
+    with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
 
 
-def post_json(url: str, path: str, body: dict):
+def post_json(address: str, path: str, body: dict):
     request = urllib.request.Request(
-        f"{url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        f"{address}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 
-def test_a_real_tensorboard_serves_the_runs_scalars_images_and_hparams(
-    lenet_run: Path, tensorboard_server: str
-) -> None:
-    deadline = time.monotonic() + 60
-    while "tensorboard" not in (tags := get_json(tensorboard_server, "/data/plugin/scalars/tags")):
-        assert time.monotonic() < deadline, f"the run never appeared: {tags}"
-        time.sleep(0.2)
-    assert set(tags["tensorboard"]) >= CLASSIFICATION_SCALARS
+def test_a_real_tensorboard_serves_the_runs_scalars_and_images(logs: Path, server: str) -> None:
+    tags = get_json(server, "data/plugin/scalars/tags")
+    lenet, housing = f"lenet-digits/{LENET}", f"mlp-california/{HOUSING}"
+    assert set(tags[lenet]) == CLASSIFICATION_SCALARS
+    assert {"val/rmse", "val/r2", "test/rmse", "train/lr-Adam"} <= set(tags[housing])
+    assert not any("epoch" in run_tags for run_tags in tags.values())
 
-    metrics = json.loads((lenet_run / "metrics.json").read_text())
+    metrics = json.loads((logs / "train" / "runs" / LENET / "metrics.json").read_text())
     for tag in ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss"):
-        points = get_json(
-            tensorboard_server, "/data/plugin/scalars/scalars", run="tensorboard", tag=tag
-        )
-        _, _, last_value = points[-1]
+        *_, (_, _, last_value) = get_json(server, "data/plugin/scalars/scalars", run=lenet, tag=tag)
         assert last_value == pytest.approx(metrics[tag], rel=1e-6), tag
 
-    images = get_json(tensorboard_server, "/data/plugin/images/tags")["tensorboard"]
-    assert {"val/confusion_matrix", "val/predictions", "train/inputs"} <= set(images)
+    images = get_json(server, "data/plugin/images/tags")
+    assert {"val/confusion_matrix", "val/predictions", "train/inputs"} <= set(images[lenet])
+
+
+def test_hparams_show_the_settings_that_differ_and_every_tasks_metrics(
+    logs: Path, server: str
+) -> None:
+    experiment = post_json(server, "data/plugin/hparams/experiment", {"experimentName": ""})
+    hparams = [(info["name"], info.get("differs", False)) for info in experiment["hparamInfos"]]
+    # TensorBoard ticks the first five columns: those that differ between the runs come first
+    differ = [name for name, differs in hparams if differs]
+    assert differ == ["data", "model", "optimizer.lr"] == [name for name, _ in hparams[:3]]
+    metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert {"val/acc", "test/acc", "val/rmse", "test/rmse", "test/r2", "train/loss"} <= metric_tags
 
     query = {"experimentName": "", "startIndex": 0, "sliceSize": 10}
     query["allowedStatuses"] = ["STATUS_SUCCESS"]
-    query["colParams"] = [{"hparam": "model"}, {"metric": {"tag": "val/acc"}}]
-    groups = post_json(tensorboard_server, "/data/plugin/hparams/session_groups", query)
-    (group,) = groups["sessionGroups"]
-    assert group["hparams"]["model"] == "lenet"
-    values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-    assert values["val/acc"] == pytest.approx(metrics["val/acc"], rel=1e-6)
+    query["colParams"] = [{"hparam": "optimizer.lr"}]
+    query["colParams"] += [{"metric": {"tag": tag}} for tag in ("test/acc", "test/rmse")]
+    groups = post_json(server, "data/plugin/hparams/session_groups", query)["sessionGroups"]
+    by_name = {group["name"]: group for group in groups}
+    assert set(by_name) == RUNS  # each row's trial id is its run's name
+    for folder, name, tag in (
+        (LENET, "lenet-digits", "test/acc"),
+        (HOUSING, "mlp-california", "test/rmse"),
+    ):
+        values = {m["name"]["tag"]: m["value"] for m in by_name[f"{name}/{folder}"]["metricValues"]}
+        expected = json.loads((logs / "train" / "runs" / folder / "metrics.json").read_text())
+        assert values[tag] == pytest.approx(expected[tag], rel=1e-6)
+    assert {group["hparams"]["optimizer.lr"] for group in groups} == {"0.001", "0.01"}
+
+
+@pytest.mark.slow
+def test_screenshot_script_saves_each_view_as_a_small_png(logs: Path, tmp_path: Path) -> None:
+    if shutil.which("chromium") is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    pytest.importorskip("playwright", reason="needs playwright (pip install -e '.[dev]')")
+    command = [sys.executable, "scripts/dashboard_screenshots.py", str(logs), str(tmp_path)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    for view in ("scalars", "images", "samples", "hparams"):
+        path = tmp_path / f"{view}.png"
+        image = Image.open(path)
+        assert image.size == (1400, 1000) and path.stat().st_size < 200_000, view
+        assert len(image.convert("RGB").getcolors(256) or []) > 50, f"{view} looks blank"

@@ -85,12 +85,13 @@ def test_model_alone_selects_its_natural_data(make_cfg):
     assert make_cfg("model=lenet", "data=digits").data._target_.endswith("DigitsDataModule")
 
 
-def test_full_run_writes_checkpoints_config_and_metrics_and_tests_the_best(make_cfg):
-    cfg = make_cfg("trainer.max_epochs=2", "data.num_samples=2000", "logger=tensorboard")
+def test_full_run_writes_checkpoints_config_and_metrics_and_tests_the_best(make_cfg, tmp_path):
+    logs = f"paths.log_dir={tmp_path}"
+    cfg = make_cfg("trainer.max_epochs=2", "data.num_samples=2000", "logger=tensorboard", logs)
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     assert {"best.ckpt", "last.ckpt"} <= {p.name for p in (run / "checkpoints").iterdir()}
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "mlp-synthetic" / run.name).glob("events.out.tfevents.*"))
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test/acc"] == pytest.approx(metrics["test/acc"])
     assert saved["best_model_path"] == str(run / "checkpoints" / "best.ckpt")

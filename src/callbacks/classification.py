@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -10,18 +12,26 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from src.callbacks.pictures import ValidationPictures
-from src.callbacks.tensorboard import add_figure, new_figure
+from src.callbacks.tensorboard import CARD_HEIGHT, add_figure, new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CORRECT, WRONG = "tab:green", "tab:red"
-FRAME_COLORS = {CORRECT: (0.17, 0.63, 0.17), WRONG: (0.84, 0.15, 0.16)}
-FRAME, LABEL_HEIGHT = 2, 10  # image pixels around each sample and above it for its label
+FRAME, LABEL_HEIGHT = 2, 12  # image pixels around each sample and above it for its label
+TITLE_HEIGHT, FIGURE_WIDTH = 27, 340  # pixels above a sample grid for its title; least width
+CARD_PIXELS = round(CARD_HEIGHT * 100)
+CELL_TEXT = {"fontsize": 6}
+FEW_CLASSES = 12  # up to this many, a confusion matrix names every class and counts each cell
 
 
 class ConfusionMatrix(ValidationPictures):
-    """``val/confusion_matrix``: counts of (true, predicted) class over the validation set.
+    """``val/confusion_matrix``: (true, predicted) class over the validation set, each cell
+    in percent of its true class.
 
     torchmetrics accumulates it on the device batch by batch (no host sync per batch) and
-    sums it across processes when several train together.
+    sums it across processes when several train together. Drawn to fit an image card: with
+    more than ``FEW_CLASSES`` classes, the cells stay uncounted and every few classes named.
     """
 
     def reset(self) -> None:
@@ -37,14 +47,29 @@ class ConfusionMatrix(ValidationPictures):
         counts = self.matrix.compute().cpu()
         if not trainer.is_global_zero:
             return
-        num_classes = len(counts)
-        side = min(4 + 0.4 * num_classes, 16)
-        figure = new_figure(side, side)
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        few = len(counts) <= FEW_CLASSES
+        figure = new_figure(1.6 * CARD_HEIGHT)
         axes = figure.subplots()
-        self.matrix.plot(val=counts, ax=axes, add_text=num_classes <= 20)
+        # percent of each true class: at most 3 digits in a cell, whatever the set's size
+        percent = 100 * counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+        display = ConfusionMatrixDisplay(percent.numpy())
+        display.plot(
+            ax=axes,
+            cmap="Blues",
+            colorbar=False,
+            include_values=few,
+            values_format=".0f",
+            text_kw=CELL_TEXT,
+        )
+        ticks = range(0, len(counts), 1 if few else len(counts) // 5)
+        axes.set_xticks(ticks, labels=ticks)
+        axes.set_yticks(ticks, labels=ticks)
+        axes.set(xlabel="predicted class (% of each true class)", ylabel="true class")
         accuracy = counts.diag().sum() / counts.sum().clamp_min(1)
-        axes.set_title(f"validation, epoch {self.collected_epoch}: accuracy {accuracy:.3f}")
-        add_figure(logger, "val/confusion_matrix", figure, step)
+        title = f"validation, epoch {self.collected_epoch}: accuracy {accuracy:.3f}"
+        add_figure(logger, "val/confusion_matrix", figure, step, title)
 
 
 class ValidationSamples(ValidationPictures):
@@ -68,38 +93,48 @@ class ValidationSamples(ValidationPictures):
     def draw(self, trainer: L.Trainer, logger: TensorBoardLogger, step: int) -> None:
         if self.samples is None or not trainer.is_global_zero:
             return
-        images, targets, predictions = (t.cpu() for t in self.samples)
-        wrong = predictions != targets
-        columns = min(8, len(images))
-        grid, (tile_height, tile_width) = labelled_grid(images, wrong, columns)
-        # one image and one text per tile: much faster to render than a subplot per image
-        scale = 3 / 100  # 3 screen pixels per image pixel, at 100 dpi
-        figure = new_figure(grid.shape[1] * scale, grid.shape[0] * scale + 0.4)
-        axes = figure.subplots()
-        axes.imshow(grid.numpy(), interpolation="nearest")
-        axes.set_axis_off()
-        axes.set_title(
-            f"validation, epoch {self.collected_epoch}: {int(wrong.sum())} of {len(images)} "
-            "wrong (red: predicted, true)"
+        targets, predictions = (t.cpu().tolist() for t in self.samples[1:])
+        pairs = list(zip(predictions, targets, strict=True))
+        labels = [f"{p}, {t}" if p != t else f"{p}" for p, t in pairs]
+        wrong = sum(p != t for p, t in pairs)
+        colors = [WRONG if p != t else CORRECT for p, t in pairs]
+        figure = sample_figure(self.samples[0].cpu(), labels, colors)
+        title = (
+            f"validation, epoch {self.collected_epoch}: {wrong} of {len(pairs)} wrong "
+            "(red: predicted, true)"
         )
-        for index, (target, prediction) in enumerate(zip(targets, predictions, strict=True)):
-            row, column = divmod(index, columns)
-            label = f"{prediction}, {target}" if prediction != target else f"{prediction}"
-            axes.text(
-                (column + 0.5) * tile_width,
-                row * tile_height + LABEL_HEIGHT / 2,
-                label,
-                color=WRONG if prediction != target else CORRECT,
-                fontsize=9,
-                ha="center",
-                va="center",
-            )
-        add_figure(logger, "val/predictions", figure, step)
+        add_figure(logger, "val/predictions", figure, step, title)
 
 
-def labelled_grid(images: Tensor, wrong: Tensor, columns: int) -> tuple[Tensor, tuple[int, int]]:
-    """HxWx3 grid of the images rescaled to [0, 1], each framed in green or red with white
-    space above it for its label; also returns one tile's (height, width)."""
+def sample_figure(images: Tensor, labels: list[str], colors: list[str]) -> Figure:
+    """The images in rows of 8, one image pixel per screen pixel (so 32 digits of 28 pixels
+    fill an image card at its size), each framed in its color under its label in that color.
+    One image and one text per tile: much faster to render than a subplot per image."""
+    from matplotlib.colors import to_rgb
+
+    columns = min(8, len(images))
+    frames = torch.tensor([to_rgb(color) for color in colors])
+    grid, (tile_height, tile_width) = labelled_grid(images, frames, columns)
+    height, width = grid.shape[:2]
+    # at least a card's size (TensorBoard would enlarge it), wide enough for the title
+    figure_width, figure_height = max(width, FIGURE_WIDTH), max(height + TITLE_HEIGHT, CARD_PIXELS)
+    figure = new_figure(figure_width / 100, figure_height / 100)
+    figure.set_layout_engine("none")  # the axes placed by hand, pixel for pixel
+    left = (1 - width / figure_width) / 2
+    axes = figure.add_axes((left, 0, width / figure_width, height / figure_height))
+    axes.imshow(grid.numpy(), interpolation="nearest")
+    axes.set_axis_off()
+    for index, (label, color) in enumerate(zip(labels, colors, strict=True)):
+        row, column = divmod(index, columns)
+        x, y = (column + 0.5) * tile_width, row * tile_height + LABEL_HEIGHT / 2
+        axes.text(x, y, label, color=color, ha="center", va="center", fontweight="bold")
+    return figure
+
+
+def labelled_grid(images: Tensor, frames: Tensor, columns: int) -> tuple[Tensor, tuple[int, int]]:
+    """HxWx3 grid of the images rescaled to [0, 1], each framed in its RGB color of
+    ``frames`` with white space above it for its label; also returns one tile's (height,
+    width)."""
     from torchvision.utils import make_grid
 
     images = images.float()
@@ -108,11 +143,10 @@ def labelled_grid(images: Tensor, wrong: Tensor, columns: int) -> tuple[Tensor, 
     images = (images - low) / (high - low).clamp_min(1e-8)
     if images.shape[1] != 3:  # grayscale (or an odd channel count: its first channel)
         images = images[:, :1].expand(-1, 3, -1, -1)
-    colors = torch.tensor([FRAME_COLORS[CORRECT], FRAME_COLORS[WRONG]])[wrong.long()]
     height, width = images.shape[-2:]
-    framed = colors[:, :, None, None].expand(-1, -1, height + 2 * FRAME, width + 2 * FRAME)
+    framed = frames[:, :, None, None].expand(-1, -1, height + 2 * FRAME, width + 2 * FRAME)
     framed = framed.clone()
     framed[:, :, FRAME:-FRAME, FRAME:-FRAME] = images
-    tiles = F.pad(framed, (2, 2, LABEL_HEIGHT, 2), value=1.0)
+    tiles = F.pad(framed, (2, 2, LABEL_HEIGHT, 1), value=1.0)
     grid = make_grid(tiles, nrow=columns, padding=0)
     return grid.permute(1, 2, 0), tuple(tiles.shape[-2:])

@@ -1,12 +1,14 @@
-"""TensorBoard's HParams tab: the config values that tell a sweep's jobs apart, and results.
+"""TensorBoard's HParams tab: the config values that tell runs apart, beside their results.
 
-Not a callback: it runs once after testing, when the final metrics are known, so the
-HParams table and parallel-coordinates view can put each job's settings beside its
-``train/*``, ``val/*`` and ``test/*`` results. The tab reads a metric's value from the
-run's scalar of the same tag, so only the experiment and session summaries are written
-here: Lightning's ``log_hyperparams(params, metrics)`` would also log every metric a
-second time, one step after the epoch that logged it. The module's own hyperparameters
-(nested ``_target_`` specs) go to ``hparams.yaml`` at the start, not to this tab.
+Not a callback: it runs once after testing, when the final metrics are known. Only the
+session summaries are written. Without an experiment summary, TensorBoard builds the
+experiment from every run under ``--logdir``: it marks the values that differ between
+runs and shows those columns first (the first five are ticked), and it lists every run's
+scalars as metrics, so classification and regression runs under one logdir each show
+their own ``train/``, ``val/`` and ``test/`` results (one run's experiment summary would
+stand for all runs). A metric's value is read from the run's scalar of the same tag, so
+no metric is logged twice. The module's own hyperparameters (nested ``_target_`` specs)
+go to ``hparams.yaml`` at the start, not to this tab.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ TRAINER_KEYS = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_
 NET_SIZING_KEYS = ("_target_", "input_shape", "num_outputs")
 
 
-def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """Flat ``{name: value}`` of what a person varies between runs, interpolations resolved."""
+def hparams_of(cfg: DictConfig) -> dict[str, str]:
+    """Flat ``{name: value}`` of what a person varies between runs, interpolations resolved,
+    unset (``None``) values left out."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     params: dict[str, Any] = {group: choices[group] for group in CHOSEN_GROUPS if group in choices}
     config = resolved_config(cfg)
     net = config["model"]["net"]
-    params["net"] = net["_target_"].rsplit(".", 1)[-1]
     params.update({f"model.net.{k}": v for k, v in net.items() if k not in NET_SIZING_KEYS})
     for group in ("optimizer", "scheduler"):
         spec = config.get(group) or {}
@@ -40,34 +42,30 @@ def hparams_of(cfg: DictConfig) -> dict[str, Any]:
     params.update({f"data.{k}": config["data"][k] for k in DATA_KEYS if k in config["data"]})
     trainer = config["trainer"]
     params.update({f"trainer.{k}": trainer[k] for k in TRAINER_KEYS if k in trainer})
-    for key in ("seed", "run_name", "tags"):
+    for key in ("seed", "tags"):  # the run name is each row's trial id
         if key in config:
             params[key] = config[key]
-    return params
+    return {name: shown(value) for name, value in params.items() if value is not None}
 
 
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """Write the HParams summaries, linked to the run's final ``train/ val/ test/`` scalars.
+def shown(value: Any) -> str:
+    """A value as a person types it: TensorBoard prints every number to five digits
+    (``64.000``, ``0.0010000``), and a list as Python does (``['dev']``)."""
+    if isinstance(value, list):
+        return ", ".join(map(shown, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
-    Values that TensorBoard cannot show as numbers or strings (lists, ``None``) become text.
-    """
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Write the run's HParams session: its values, and that it ended (its metrics are its
+    scalars)."""
     logger = tensorboard_logger(trainer)
     if logger is None or not trainer.is_global_zero:
         return
-    results = {
-        name: value
-        for name, value in metrics.items()
-        if name.split("/")[0] in ("train", "val", "test") and isinstance(value, float)
-    }
-    if not results:
-        return
     from torch.utils.tensorboard.summary import hparams
 
-    params = {
-        k: v if isinstance(v, bool | int | float | str) else str(v)
-        for k, v in hparams_of(cfg).items()
-    }
+    _, session_start, session_end = hparams(hparams_of(cfg), {})
     writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams does
-    for summary in hparams(params, results):
+    for summary in (session_start, session_end):
         writer.add_summary(summary)
     logger.experiment.close()

@@ -11,11 +11,13 @@ import warnings
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from src.callbacks.tensorboard import tensorboard_logger
+from src.callbacks.classification import sample_figure
+from src.callbacks.tensorboard import CARD_TEXT, add_figure, tensorboard_logger
+
+INPUT = "tab:blue"  # frame and label color of the training samples
 
 
 class OncePerFit(Callback):
@@ -33,46 +35,49 @@ class OncePerFit(Callback):
         if self.done:
             return
         self.done = True
-        inputs = batch[0] if isinstance(batch, tuple | list) else batch
-        self.use(tensorboard_logger(trainer), pl_module, inputs.detach(), trainer.global_step)
+        self.use(tensorboard_logger(trainer), pl_module, batch, trainer.global_step)
 
     def use(
-        self, logger: TensorBoardLogger, pl_module: L.LightningModule, inputs: Any, step: int
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
+        """Act on the first batch: the data modules' ``(inputs, targets)``."""
         raise NotImplementedError
 
 
 class TrainInputs(OncePerFit):
-    """``train/inputs``: the first training batch as the model receives it (after
-    normalization and any augmentation), rescaled to the grid's range; image data only.
+    """``train/inputs``: the first training images as the model receives them (after
+    normalization and any augmentation), each under its class; image classification only.
     """
 
-    def __init__(self, num_images: int = 64) -> None:
+    def __init__(self, num_images: int = 32) -> None:
         super().__init__()
         self.num_images = num_images
 
     def use(
-        self, logger: TensorBoardLogger, pl_module: L.LightningModule, inputs: Any, step: int
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
-        if not (isinstance(inputs, torch.Tensor) and inputs.dim() == 4):
+        inputs, targets = batch
+        if inputs.dim() != 4 or getattr(pl_module, "task", None) != "classification":
             return
-        from torchvision.utils import make_grid
+        from matplotlib import rc_context
 
-        images = inputs[: self.num_images].float().cpu()
-        grid = make_grid(images, nrow=8, normalize=True, pad_value=1.0)
-        logger.experiment.add_image("train/inputs", grid, global_step=step)
+        labels = [str(target) for target in targets[: self.num_images].tolist()]
+        with rc_context(CARD_TEXT):
+            figure = sample_figure(inputs[: self.num_images].cpu(), labels, [INPUT] * len(labels))
+            title = "first training batch as the model sees it, true classes"
+            add_figure(logger, "train/inputs", figure, step, title)
 
 
 class ModelGraph(OncePerFit):
     """The net's graph (TensorBoard's Graphs tab), traced on one training example."""
 
     def use(
-        self, logger: TensorBoardLogger, pl_module: L.LightningModule, inputs: Any, step: int
+        self, logger: TensorBoardLogger, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
         with warnings.catch_warnings():
             # TensorBoard's graph is built by torch.jit.trace, which torch now calls deprecated
             warnings.filterwarnings("ignore", ".*is deprecated.*", FutureWarning)
-            logger.experiment.add_graph(pl_module, inputs[:1])
+            logger.experiment.add_graph(pl_module, batch[0][:1])
 
 
 class ParameterHistograms(Callback):

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-from src.callbacks.tensorboard import tensorboard_logger
+from src.callbacks.tensorboard import CARD_TEXT, tensorboard_logger
 
 
 class ValidationPictures(Callback):
@@ -71,8 +71,11 @@ class ValidationPictures(Callback):
             self.draw_now(trainer)
 
     def draw_now(self, trainer: L.Trainer) -> None:
+        from matplotlib import rc_context
+
         self.drawn_epoch = self.collected_epoch
-        self.draw(trainer, self.logger, trainer.global_step)
+        with rc_context(CARD_TEXT):
+            self.draw(trainer, self.logger, trainer.global_step)
 
     # -- what subclasses provide -------------------------------------------------------
     def reset(self) -> None:

@@ -8,16 +8,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from src.callbacks.pictures import ValidationPictures
-from src.callbacks.tensorboard import add_figure, new_figure
+from src.callbacks.tensorboard import CARD_HEIGHT, add_figure, new_figure
 
 
 class RegressionPlots(ValidationPictures):
     """``val/pred_vs_true`` (a scatter with the identity line, at most ``max_points`` points)
     and ``val/residuals`` (a histogram of prediction minus truth).
 
-    Multi-output targets are pooled. The batches' outputs are kept on the device until a
-    drawing, so collecting costs no copy; with several processes, the first one's share
-    of the validation set is drawn.
+    Axes name the target by the data module's ``target_label`` where it has one (California
+    housing: with its units). Multi-output targets are pooled. The batches' outputs are
+    kept on the device until a drawing, so collecting costs no copy; with several
+    processes, the first one's share of the validation set is drawn.
     """
 
     task = "regression"
@@ -40,24 +41,25 @@ class RegressionPlots(ValidationPictures):
         predicted = torch.cat(self.predictions).flatten().float().cpu()
         true = torch.cat(self.targets).flatten().float().cpu()
         residuals = predicted - true
+        target = getattr(trainer.datamodule, "target_label", "target")
         title = f"validation, epoch {self.collected_epoch}"
 
-        figure = new_figure(5, 5)
+        figure = new_figure(1.7 * CARD_HEIGHT)
         axes = figure.subplots()
         shown = torch.randperm(len(true), generator=torch.Generator().manual_seed(0))
         shown = shown[: self.max_points]
-        axes.scatter(true[shown].numpy(), predicted[shown].numpy(), s=4, alpha=0.4)
+        axes.scatter(true[shown].numpy(), predicted[shown].numpy(), s=3, alpha=0.4)
         both = torch.cat([true, predicted])
         low, high = float(both.min()), float(both.max())
         axes.plot([low, high], [low, high], color="tab:red", linewidth=1, label="y = x")
-        rmse = residuals.pow(2).mean().sqrt()
-        axes.set(xlabel="true", ylabel="predicted", title=f"{title}: rmse {rmse:.4g}")
+        axes.set(xlabel=f"true {target}", ylabel="predicted")
         axes.legend(loc="upper left")
-        add_figure(logger, "val/pred_vs_true", figure, step)
+        rmse = residuals.pow(2).mean().sqrt()
+        add_figure(logger, "val/pred_vs_true", figure, step, f"{title}: rmse {rmse:.4g}")
 
-        figure = new_figure(5, 3.5)
+        figure = new_figure(1.7 * CARD_HEIGHT)
         axes = figure.subplots()
         axes.hist(residuals.numpy(), bins=50)
         axes.axvline(0.0, color="tab:red", linewidth=1)
-        axes.set(xlabel="predicted - true", ylabel="count", title=f"{title}: residuals")
-        add_figure(logger, "val/residuals", figure, step)
+        axes.set(xlabel=f"predicted - true {target}", ylabel="count")
+        add_figure(logger, "val/residuals", figure, step, f"{title}: residuals")

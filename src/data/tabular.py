@@ -46,6 +46,7 @@ class TabularDataModule(InMemoryDataModule):
         loader: str | None = None,
         csv_path: str | None = None,
         target: str = "target",
+        target_label: str | None = None,
         data_dir: str = "data",
         input_shape: list[int],
         **kwargs,
@@ -60,6 +61,7 @@ class TabularDataModule(InMemoryDataModule):
             input_shape=(input_shape, len(input_shape) == 1, "must be [number of features]"),
         )
         self.loader, self.target, self.data_dir = loader, target, Path(data_dir)
+        self.target_label = target_label or target  # what the regression plots call it
         self.csv_path = Path(csv_path) if csv_path else None
 
     def fetch(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
