@@ -5,7 +5,9 @@ writes to the same ``logs/`` and reads the same ``data/`` from any working direc
 The task decides the metric that picks the best checkpoint (``configs/data/_shared.yaml``).
 """
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -16,3 +18,11 @@ OmegaConf.register_new_resolver("task_monitor", lambda task: TASK_MONITOR[task][
 OmegaConf.register_new_resolver(
     "task_monitor_mode", lambda task: TASK_MONITOR[task][1], replace=True
 )
+
+# Warnings go through logging, so the run's log file keeps them too (configs/hydra).
+logging.captureWarnings(True)
+# The data already sits in memory as tensors: loader worker processes would only add
+# inter-process copies, so Lightning's advice to add workers does not apply here.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# Lightning 2.6 on torch 2.14 warns about its own use of a torch internal; nothing to act on.
+warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")

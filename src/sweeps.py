@@ -35,7 +35,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from src.runs import job_overrides, write_atomic
+from src.runs import failure, job_overrides, write_atomic
 from src.summary import ERROR_FILE
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
         try:
             metrics = task(cfg)
         except Exception as error:
-            record_failure(output_dir, error)
+            message = failure(error, cfg)  # the traceback: to the job's log file and error.txt
+            log.error("Job %s failed, the sweep goes on: %s", output_dir.name, message)
+            write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
             return None
     name = cfg.get("optimized_metric")
     if name is None:
@@ -119,8 +121,3 @@ def stop_when_orphaned(parent_pid: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(STOP_GRACE_S)
     os._exit(128 + signal.SIGTERM)
-
-
-def record_failure(output_dir: Path, error: Exception) -> None:
-    log.error("This job failed; the sweep goes on with the next one.", exc_info=error)
-    write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))

@@ -1,10 +1,12 @@
-"""Callbacks every Trainer gets, whatever ``callbacks=`` selects: they guard what is on disk.
+"""Callbacks every Trainer gets, whatever ``callbacks=`` selects: they guard what is on disk
+and record the run in its log file.
 
 - :class:`DivergenceGuard` stops at the first NaN/inf training loss or weight, before a
   checkpoint with those weights can replace the last good one.
 - :class:`RNGState` stores torch's random generators in each checkpoint, which Lightning
   does not, so dropout and other random layers continue after a resume exactly as in
   an uninterrupted run.
+- :class:`EpochLog` writes each epoch's metrics to the run's log file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from src.errors import TrainingDiverged
 from src.interrupts import last_checkpoint
-from src.runs import command_line, override
+from src.runs import command_line, log_file_only, override
 
 
 class DivergenceGuard(Callback):
@@ -105,5 +107,22 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class EpochLog(Callback):
+    """Log an epoch's metrics when the next one starts or training ends: the module adds the
+    epoch's ``train/loss`` only after the callbacks' ``on_train_epoch_end``."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer)
+
+    def write(self, trainer: L.Trainer) -> None:
+        metrics = sorted(trainer.callback_metrics.items())
+        if metrics and trainer.is_global_zero:
+            shown = ", ".join(f"{name}={float(value):.4g}" for name, value in metrics)
+            log_file_only.info("Epoch %d: %s", trainer.current_epoch - 1, shown)
+
+
 def safety_callbacks() -> list[Callback]:
-    return [DivergenceGuard(), RNGState()]
+    return [DivergenceGuard(), RNGState(), EpochLog()]
