@@ -26,3 +26,7 @@ logging.captureWarnings(True)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # Lightning 2.6 on torch 2.14 warns about its own use of a torch internal; nothing to act on.
 warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
+# Lightning's hint to prefix srun, wherever srun is installed (a cluster's login node);
+# SLURM runs go through hydra/launcher=slurm. And its notice that overfitting unshuffles.
+warnings.filterwarnings("ignore", ".*`srun` command is available on your system.*")
+warnings.filterwarnings("ignore", ".*overfit but enabled train dataloader shuffling.*")

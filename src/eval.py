@@ -50,7 +50,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = trained_checkpoint(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)
-    source = "data=" + HydraConfig.get().runtime.choices.data if cfg.get("data") else "its run"
+    choice = HydraConfig.get().runtime.choices.get("data")
+    source = f"data={choice}" if cfg.get("data") else ckpt_path.parent.parent / "config.yaml"
     with open_dict(cfg):
         cfg.data = cfg.get("data") or recorded_data(ckpt_path)
     log.info("Data: %s, from %s", cfg.data._target_.rpartition(".")[2], source)

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -86,8 +87,6 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
             f"and metrics.json were not written. Test its best checkpoint with:\n  "
             f"{resume_command(cfg, Path(best), 'train=false')}"
         )
-    epochs_done = trainer.fit_loop.epoch_progress.current.completed
-    batches_into_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     where = f"{signal_name} at step {trainer.global_step}"
     last = last_checkpoint(trainer)
     if last is None:
@@ -95,15 +94,18 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
             f"Training stopped by {where}, before any epoch completed: there is no checkpoint "
             "to resume from. Run the same command again to start over."
         )
+    # Read from the file: a stop while the epoch's checkpoints are written is after its end.
+    epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     lost = (
-        f"The {batches_into_epoch} batches of epoch {epochs_done} are not in it (a mid-epoch "
-        "state cannot be resumed exactly), so training resumes at the start of that epoch. "
-        if batches_into_epoch
+        f"The {batches} batches of epoch {epoch + 1} are not in it (a mid-epoch state cannot "
+        "be resumed exactly), so training resumes at the start of that epoch. "
+        if batches and trainer.current_epoch > epoch
         else ""
     )
     return (
-        f"Training stopped by {where}. {last} holds the end of epoch {epochs_done - 1}, the "
-        f"last complete one. {lost}Resume with:\n  {resume_command(cfg, last)}"
+        f"Training stopped by {where}. {last} holds the end of epoch {epoch}, the last "
+        f"complete one. {lost}Resume with:\n  {resume_command(cfg, last)}"
     )
 
 

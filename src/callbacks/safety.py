@@ -11,6 +11,7 @@ and record the run in its log file.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from lightning.pytorch.callbacks import Callback
 from src.errors import TrainingDiverged
 from src.interrupts import last_checkpoint
 from src.runs import command_line, log_file_only, override
+
+log = logging.getLogger(__name__)
 
 
 class DivergenceGuard(Callback):
@@ -108,8 +111,9 @@ class RNGState(Callback):
 
 
 class EpochLog(Callback):
-    """Log an epoch's metrics when the next one starts or training ends: the module adds the
-    epoch's ``train/loss`` only after the callbacks' ``on_train_epoch_end``."""
+    """Log an epoch's metrics to the run's log file, and to the console when no progress bar
+    shows them there. Logged when the next epoch starts or training ends: the module adds
+    the epoch's ``train/loss`` only after the callbacks' ``on_train_epoch_end``."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer)
@@ -121,7 +125,8 @@ class EpochLog(Callback):
         metrics = sorted(trainer.callback_metrics.items())
         if metrics and trainer.is_global_zero:
             shown = ", ".join(f"{name}={float(value):.4g}" for name, value in metrics)
-            log_file_only.info("Epoch %d: %s", trainer.current_epoch - 1, shown)
+            logger = log_file_only if trainer.progress_bar_callback else log
+            logger.info("Epoch %d: %s", trainer.current_epoch - 1, shown)
 
 
 def safety_callbacks() -> list[Callback]:
