@@ -296,7 +296,16 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
 
 
 class SweepCallback(Callback):
-    """At the end of a multirun: write and print the summary, exit 1 if a job failed."""
+    """At the end of a multirun: write and print the summary, exit 1 if a job failed. At its
+    start, an Optuna search logs through Hydra's logging: Optuna's own handler writes
+    colour codes into files and pipes."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "optuna" in config.hydra.sweeper.get("_target_", ""):
+            import optuna  # only here: a search's dependency, slow to import
+
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
