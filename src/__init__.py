@@ -18,6 +18,17 @@ OmegaConf.register_new_resolver("task_monitor", lambda task: TASK_MONITOR[task][
 OmegaConf.register_new_resolver(
     "task_monitor_mode", lambda task: TASK_MONITOR[task][1], replace=True
 )
+# The options of a config group, for --help (configs/train.yaml); _shared.yaml is no option.
+OmegaConf.register_new_resolver(
+    "options",
+    lambda group: ", ".join(
+        sorted(
+            path.stem
+            for path in Path(os.environ["PROJECT_ROOT"], "configs", group).glob("[!_]*.yaml")
+        )
+    ),
+    replace=True,
+)
 
 # Warnings go through logging, so the run's log file keeps them too (configs/hydra).
 logging.captureWarnings(True)

@@ -331,3 +331,11 @@ def test_a_sweep_summary_has_one_learning_rate_column(tmp_path):
     assert job_table(jobs, "val/acc", ["optimizer"])[0] == [
         "job", "status", "optimizer", "val/acc", "lr", "wall_time_s", "error"
     ]  # fmt: skip
+
+
+def test_help_lists_the_groups_users_choose_from(tmp_path):
+    text = compose_config([], tmp_path).hydra.help.template
+    assert "  model           lenet, linreg, mlp (each brings its data set)\n" in text
+    assert "  trainer         cpu, ddp, ddp_sim, default, gpu, mps\n" in text
+    for internal in ("model_checkpoint", "_shared", "paths", "images"):
+        assert internal not in text
