@@ -1,6 +1,8 @@
 """Every way a run can fail or be stopped ends the same way: one paragraph on the console,
 a non-zero exit, the traceback (if any) only in the run's log file, and no run folder that
-passes for a result. Interrupts say what was kept and how to go on, in every phase."""
+passes for a result. Interrupts say what was kept and how to go on, in every phase. The
+console shows what a person reads (no config tree, tips or colour codes in pipes), and the
+logs hold the run's record."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from scripts.benchmark import parse_args
 from src.data.base import InMemoryDataModule
 from src.eval import evaluate
+from src.predict import predict
 from src.runs import CreateRunFolder, command_line, override, run_reporting_errors
 from src.summary import SweepCallback, job_table, read_job
 from src.train import train
@@ -186,21 +189,50 @@ def test_a_stop_while_testing_exits_non_zero_with_the_command_that_tests_again(
     assert "test/acc" in metrics and "val/acc" not in metrics  # tested, not trained
 
 
-def test_eval_stopped_while_testing_exits_143_and_keeps_nothing(trained, tmp_path, capsys):
+@pytest.mark.parametrize("script", ["eval", "predict"])
+def test_eval_and_predict_stopped_exit_143_and_keep_nothing(script, trained, tmp_path, capsys):
+    hook, phase = {"eval": ("on_test_batch_end", "Testing")}.get(
+        script, ("on_predict_batch_end", "Predicting")
+    )
     stop = [
         "+callbacks.stop._target_=tests.test_failures.SignalDuring",
-        "+callbacks.stop.hook=on_test_batch_end",
+        f"+callbacks.stop.hook={hook}",
         "+callbacks.stop.signal_name=SIGTERM",
     ]
+    rows = tmp_path / "rows.csv"
+    rows.write_text("\n".join([",".join(f"x{i}" for i in range(20))] + ["0.5," * 19 + "0.5"] * 40))
+    extra = {
+        "eval": [*TINY, "data=synthetic", "data.eval_batch_size=8"],
+        "predict": [*QUIET, f"input={rows}", "batch_size=8"],
+    }[script]
     last = trained / "checkpoints" / "last.ckpt"
-    overrides = [f"ckpt_path={last}", *TINY, "data=synthetic", "data.eval_batch_size=8", *stop]
-    cfg = compose_config(overrides, tmp_path / "eval", "eval")
-    (tmp_path / "eval").mkdir()
+    cfg = compose_config([f"ckpt_path={last}", *extra, *stop], tmp_path / "run", script)
+    (tmp_path / "run").mkdir()
     with pytest.raises(SystemExit) as excinfo:
-        run_reporting_errors(evaluate, cfg)
+        run_reporting_errors({"eval": evaluate, "predict": predict}[script], cfg)
     assert excinfo.value.code == 143
-    assert "Testing stopped by SIGTERM: its results were not written." in capsys.readouterr().err
-    assert not (tmp_path / "eval").exists()
+    assert f"{phase} stopped by SIGTERM: its results were not written." in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rerun_in_a_folder_removes_the_temporary_files_a_hard_kill_left(trained, tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / ".last.ckpt.0123456789ab.tmp").write_bytes(b"half a checkpoint")
+    train(compose_config([*TINY, "trainer.max_epochs=1", "test=false"], tmp_path / "run"))
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_the_resume_refusal_shows_the_runs_overrides_without_its_ckpt_path(trained, tmp_path):
+    run = tmp_path / "resumed"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- data.num_samples=200\n- ckpt_path=last\n")
+    (run / "checkpoints").mkdir()
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes((trained / "checkpoints" / "last.ckpt").read_bytes())
+    cfg = compose_config([*TINY, f"ckpt_path={last}", "model.net.hidden_sizes=[8]"], tmp_path / "r")
+    message = fails(train, cfg)
+    assert "Resume with the overrides of that run (data.num_samples=200) and change" in message
 
 
 def test_a_stop_before_training_starts_exits_non_zero_and_keeps_nothing(

@@ -7,6 +7,7 @@ and record the run in its log file.
   does not, so dropout and other random layers continue after a resume exactly as in
   an uninterrupted run.
 - :class:`EpochLog` writes each epoch's metrics to the run's log file.
+- :class:`PredictStop` ends predicting on SIGTERM, which Lightning does not.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.errors import TrainingDiverged
 from src.interrupts import last_checkpoint
@@ -129,5 +131,14 @@ class EpochLog(Callback):
             logger.info("Epoch %d: %s", trainer.current_epoch - 1, shown)
 
 
+class PredictStop(Callback):
+    """Stop predicting after the batch on SIGTERM, as Lightning's own loops stop fitting and
+    testing (its predict loop never looks)."""
+
+    def on_predict_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException
+
+
 def safety_callbacks() -> list[Callback]:
-    return [DivergenceGuard(), RNGState(), EpochLog()]
+    return [DivergenceGuard(), RNGState(), EpochLog(), PredictStop()]
