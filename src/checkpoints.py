@@ -116,7 +116,7 @@ def trained_checkpoint(cfg: DictConfig) -> Path:
     with open_dict(cfg):  # recorded in this run's config.yaml and metrics.json
         cfg.ckpt_path = str(path)
         if cfg.get("run_name") is None and recorded.is_file():
-            cfg.run_name = str(OmegaConf.load(recorded).get("run_name"))
+            cfg.run_name = OmegaConf.load(recorded).get("run_name")
     log.info("Checkpoint: %s (run %s)", path, cfg.run_name)
     return path
 
