@@ -18,17 +18,15 @@ OmegaConf.register_new_resolver("task_monitor", lambda task: TASK_MONITOR[task][
 OmegaConf.register_new_resolver(
     "task_monitor_mode", lambda task: TASK_MONITOR[task][1], replace=True
 )
-# The options of a config group, for --help (configs/train.yaml); _shared.yaml is no option.
-OmegaConf.register_new_resolver(
-    "options",
-    lambda group: ", ".join(
-        sorted(
-            path.stem
-            for path in Path(os.environ["PROJECT_ROOT"], "configs", group).glob("[!_]*.yaml")
-        )
-    ),
-    replace=True,
-)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def options(group: str) -> str:
+    """A config group's options, for ``--help`` (configs/train.yaml); ``_shared`` is none."""
+    return ", ".join(sorted(path.stem for path in (CONFIGS / group).glob("[!_]*.yaml")))
+
+
+OmegaConf.register_new_resolver("options", options, replace=True)
 
 # Warnings go through logging, so the run's log file keeps them too (configs/hydra).
 logging.captureWarnings(True)

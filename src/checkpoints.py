@@ -226,12 +226,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not take storage_options")
         with replaced_atomically(Path(path)) as file:
             torch.save(checkpoint, file)
-        log_file_only.info(
-            "Saved %s (epoch %s, step %s)",
-            path,
-            checkpoint.get("epoch"),
-            checkpoint.get("global_step"),
-        )
+        log_file_only.info("Saved %s (epoch %s)", path, checkpoint.get("epoch"))
 
 
 class RunCheckpoint(ModelCheckpoint):
