@@ -531,7 +531,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device cuda: torch {torch.__version__} sees no CUDA GPU on this machine")
+        raise SystemExit(
+            f"error: --device cuda, but torch {torch.__version__} sees no CUDA GPU on this "
+            "machine. Leave --device out to measure on the CPU."
+        )
     if args.quick:
         args.epochs, args.peer_epochs, args.startup_repeats, args.rounds = 1, 1, 1, 1
         args.synthetic_samples, args.mnist_images = 2_000, 2_000

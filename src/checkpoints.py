@@ -117,7 +117,7 @@ def trained_checkpoint(cfg: DictConfig) -> Path:
         cfg.ckpt_path = str(path)
         if cfg.get("run_name") is None and recorded.is_file():
             cfg.run_name = OmegaConf.load(recorded).get("run_name")
-    log.info("Checkpoint: %s (run %s)", path, cfg.run_name)
+    log.info("Checkpoint: %s%s", path, f" (run {cfg.run_name})" if cfg.run_name else "")
     return path
 
 

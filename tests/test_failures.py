@@ -145,12 +145,11 @@ def test_a_full_disk_ends_in_one_message_with_every_earlier_checkpoint_intact(
         assert torch.load(folder / name, weights_only=True)["epoch"] == 0
 
 
-def test_benchmark_on_a_missing_gpu_says_so(monkeypatch, capsys):
+def test_benchmark_on_a_missing_gpu_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as excinfo:
         parse_args(["--device", "cuda"])
-    assert excinfo.value.code == 2
-    assert "error: --device cuda: torch" in capsys.readouterr().err
+    assert str(excinfo.value.code).startswith("error: --device cuda, but torch ")
 
 
 class SignalDuring(Callback):
