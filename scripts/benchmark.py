@@ -511,7 +511,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     names = [f"{model}:{data}" for model, data, _ in PAIRS]
     parser.add_argument("--pairs", nargs="+", choices=names, default=names)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (data kept on the GPU)")
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="cuda: data on the GPU"
+    )
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up")
     parser.add_argument("--rounds", type=int, default=2, help="plain/project alternations")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -528,6 +530,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scaling-epochs", type=int, default=1, help="timed, after the warm-up")
     parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"error: --device cuda, but torch {torch.__version__} sees no CUDA GPU on this "
+            "machine. Leave --device out to measure on the CPU."
+        )
     if args.quick:
         args.epochs, args.peer_epochs, args.startup_repeats, args.rounds = 1, 1, 1, 1
         args.synthetic_samples, args.mnist_images = 2_000, 2_000
@@ -576,10 +583,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finally:
         GlobalHydra.instance().clear()
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(results, indent=2)
-    print(text)
     if args.json:
-        args.json.write_text(text + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -122,9 +122,9 @@ def sklearn_split_mse(csv_path: Path) -> float:
     from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import train_test_split
 
-    from src.data.california import read_housing_csv
+    from src.data.tabular import read_csv
 
-    features, target = read_housing_csv(csv_path)
+    features, target, _ = read_csv(csv_path, "MedHouseVal")
     x_train, x_test, y_train, y_test = train_test_split(
         features.astype("float64"), target.astype("float64"), test_size=0.2, random_state=42
     )

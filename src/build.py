@@ -7,12 +7,13 @@ points share these builders; none imports another.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.safety import safety_callbacks
@@ -94,18 +95,19 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
     defaults = checked_spec(cfg.trainer, "trainer", problems)
     if defaults is None or None in built.values():
         return None
-    off = tuple(
-        kind
-        for kind, flag in (
-            (ProgressBar, "enable_progress_bar"),
-            (ModelSummary, "enable_model_summary"),
-        )
-        if cfg.trainer.get(flag) is False
+    # A progress bar on a terminal only: in a file or a pipe it is a heap of escape codes
+    # (the run's log then prints each epoch's metrics instead: EpochLog).
+    bar = sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar") is not False
+    off = (() if bar else (ProgressBar,)) + (
+        (ModelSummary,) if cfg.trainer.get("enable_model_summary") is False else ()
     )
     callbacks = [
         c for k, c in built.items() if k.startswith("callbacks.") and not isinstance(c, off)
     ]
     loggers = [c for k, c in built.items() if k.startswith("logger.")]
+    # Without a checkpoint callback of the config's, Lightning would add one of its own and
+    # save into the logger's folder: no checkpoint, rather than one where nobody looks.
+    saves = any(isinstance(c, Checkpoint) for c in callbacks)
     skip_failing_nvml_probe()
     # A profiler chosen in the config (debug=profiler) wins over the cheap no-op.
     quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
@@ -114,7 +116,9 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
         lambda: instantiate(
             cfg.trainer,
             **defaults,
-            callbacks=callbacks + safety_callbacks(),
+            callbacks=safety_callbacks() + callbacks,
+            enable_progress_bar=bar,
+            enable_checkpointing=saves,
             logger=loggers or False,
             plugins=[instantiate(spec) for spec in cfg.trainer.get("plugins") or []]
             + requeue_plugins(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.errors import ConfigError
 from src.models.module import SupervisedModule, spec_class
-from src.runs import LAST, command_line, replaced_atomically
+from src.runs import LAST, command_line, log_file_only, override, replaced_atomically
 
 log = logging.getLogger(__name__)
 EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
@@ -46,7 +47,9 @@ def resolve_ckpt_path(ckpt_path: str | None, search_dir: Path) -> Path | None:
     path = Path(ckpt_path).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(
-            f"ckpt_path={ckpt_path} does not exist. Give the path of a .ckpt file written by "
+            f"ckpt_path={ckpt_path} {'is a folder' if path.is_dir() else 'does not exist'} "
+            "(relative paths start from the folder the command runs in). Give the path of a "
+            ".ckpt file written by "
             f"training (for example {EXAMPLE}), or ckpt_path=last for the newest last.ckpt "
             f"under {search_dir}."
         )
@@ -58,10 +61,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a non-checkpoint
-        detail = str(error).splitlines()[0] if str(error) else "no detail"
+        detail = (  # torch's own text is pages of advice to load it unsafely
+            "torch's safe loader refuses it: not a checkpoint, or Python objects whose "
+            "loading could run code"
+            if isinstance(error, pickle.UnpicklingError)
+            else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else '-'}"
+        )
         raise ConfigError(
-            f"ckpt_path={path} is not a readable checkpoint ({type(error).__name__}: {detail}). "
-            "Give a .ckpt file written by training."
+            f"ckpt_path={path} is not a readable checkpoint ({detail}). Give a .ckpt file "
+            "written by training."
         ) from error
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= {*checkpoint}:
         raise ConfigError(
@@ -104,6 +112,12 @@ def trained_checkpoint(cfg: DictConfig) -> Path:
             path,
             cfg.paths.log_dir,
         )
+    recorded = path.parent.parent / "config.yaml"  # <run>/checkpoints/<name>.ckpt
+    with open_dict(cfg):  # recorded in this run's config.yaml and metrics.json
+        cfg.ckpt_path = str(path)
+        if cfg.get("run_name") is None and recorded.is_file():
+            cfg.run_name = OmegaConf.load(recorded).get("run_name")
+    log.info("Checkpoint: %s%s", path, f" (run {cfg.run_name})" if cfg.run_name else "")
     return path
 
 
@@ -173,7 +187,15 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
     if path is None:
         return None
-    trained = restore_model(load_checkpoint(path), path).hparams
+    checkpoint = load_checkpoint(path)
+    trained = restore_model(checkpoint, path).hparams
+    epoch, max_epochs = checkpoint.get("epoch", 0), cfg.trainer.get("max_epochs")
+    if cfg.get("train") and max_epochs not in (None, -1) and epoch > max_epochs:
+        raise ConfigError(
+            f"ckpt_path={path} has trained {epoch + 1} epochs, more than trainer.max_epochs="
+            f"{max_epochs}. Resume with trainer.max_epochs above {epoch + 1} to train on, or "
+            f"test it: {command_line(['python', 'src/eval.py', override('ckpt_path', str(path))])}"
+        )
     changed = [
         line
         for name, key in HPARAM_KEYS.items()
@@ -181,7 +203,10 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     ]
     if changed:
         overrides = path.parent.parent / ".hydra" / "overrides.yaml"
-        used = command_line(OmegaConf.load(overrides)) if overrides.is_file() else "unknown"
+        given = OmegaConf.load(overrides) if overrides.is_file() else ["unknown"]
+        used = command_line(
+            [item for item in given if not item.lstrip("+").startswith("ckpt_path=")]
+        )
         raise ConfigError(
             f"ckpt_path={path} was trained with other settings than this command gives, and a "
             f"resume would silently take the checkpoint's: {'; '.join(changed)}. Resume with "
@@ -201,6 +226,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not take storage_options")
         with replaced_atomically(Path(path)) as file:
             torch.save(checkpoint, file)
+        log_file_only.info("Saved %s (epoch %s)", path, checkpoint.get("epoch"))
 
 
 class RunCheckpoint(ModelCheckpoint):

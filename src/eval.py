@@ -8,11 +8,13 @@ is the very one that run tested on.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
@@ -25,16 +27,19 @@ from src.checkpoints import (
     trained_checkpoint,
 )
 from src.errors import ConfigError
+from src.interrupts import exit_resumably
 from src.runs import (
     absolute_paths,
     collect_metrics,
-    print_config_tree,
+    log_result,
     record_run,
     run_identity,
     run_reporting_errors,
     write_metrics,
 )
 from src.validation import raise_if
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -45,9 +50,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = trained_checkpoint(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)
+    choice = HydraConfig.get().runtime.choices.get("data")
+    source = f"data={choice}" if cfg.get("data") else ckpt_path.parent.parent / "config.yaml"
     with open_dict(cfg):
         cfg.data = cfg.get("data") or recorded_data(ckpt_path)
-        cfg.ckpt_path = str(ckpt_path)
+    log.info("Data: %s, from %s", cfg.data._target_.rpartition(".")[2], source)
     problem = model_data_mismatch(checkpoint["hyper_parameters"], cfg.data)
     if problem:
         raise ConfigError(f"cannot evaluate {ckpt_path}: {problem}")
@@ -58,17 +65,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("test")
     record_run(cfg, output_dir)
 
-    trainer.test(model, datamodule=datamodule)
+    with exit_resumably(trainer, cfg):
+        trainer.test(model, datamodule=datamodule)
     metrics = {**run_identity(cfg), **collect_metrics(trainer), "ckpt_path": str(ckpt_path)}
     metrics["wall_time_s"] = time.perf_counter() - started
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
+        log_result(output_dir, metrics, cfg.data.monitor)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    print_config_tree(cfg)
     run_reporting_errors(evaluate, cfg)
 
 

@@ -1,14 +1,15 @@
-"""Ctrl-C and SIGTERM end a run with a resumable checkpoint, a resume command, exit 130/143.
+"""Ctrl-C and SIGTERM end a run with what was kept, the command that goes on, exit 130/143.
 
 Lightning already does the hard part: on Ctrl-C it calls every callback's
 ``on_exception`` and exits with 1; on SIGTERM its signal connector stops the loop after
 the current batch (``SIGTERMException``, exit 0). Neither says what to do next, and exit
-codes 1 and 0 hide from a shell or scheduler that the run was interrupted.
-:func:`exit_resumably` wraps ``trainer.fit`` to add exactly that.
+codes 1 and 0 hide from a shell or scheduler that the run was interrupted: a job stopped
+while testing would pass for a finished one. :func:`exit_resumably` wraps the trainer's
+work (fit, test, predict) to add exactly that.
 
 A checkpoint taken in the middle of an epoch cannot be resumed exactly (the data order
-of the remaining batches is lost), so an interrupted run resumes from ``last.ckpt``,
-which ``ModelCheckpoint`` writes at the end of every epoch.
+of the remaining batches is lost), so an interrupted run resumes from the newest
+end-of-epoch checkpoint, ``last.ckpt`` (or ``best.ckpt`` when the stop came between them).
 """
 
 from __future__ import annotations
@@ -23,13 +24,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from src.runs import command_line, job_overrides, override, resolved_config
+from src.runs import (
+    command_line,
+    discard_unfinished_run,
+    job_overrides,
+    log_file_only,
+    override,
+    resolved_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +48,10 @@ EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.S
 
 @contextmanager
 def exit_resumably(trainer: L.Trainer, cfg: DictConfig) -> Iterator[None]:
-    """Turn Lightning's interrupt exits into a message, a resume command and exit 130/143."""
+    """Turn Lightning's interrupt exits into a message, the command to go on and exit 130/143."""
     try:
         yield
-    except SIGTERMException:
+    except SIGTERMException:  # Lightning's stop, or src.runs.raise_sigterm between its loops
         stop(trainer, cfg, signal.SIGTERM)
     except SystemExit as error:
         if not isinstance(error.__context__, KeyboardInterrupt):
@@ -57,14 +67,26 @@ def stop(trainer: L.Trainer, cfg: DictConfig, signum: signal.Signals) -> None:
     signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_CODES[signal.SIGINT]))
     if trainer.is_global_zero:
         message = interrupt_report(trainer, cfg, signum.name)
-        log.warning("%s", message)
+        log_file_only.warning("%s", message)
+        discard_unfinished_run(Path(cfg.paths.output_dir), keep_log=False)
         print(message, file=sys.stderr, flush=True)
     raise SystemExit(EXIT_CODES[signum]) from None
 
 
 def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> str:
-    epochs_done = trainer.fit_loop.epoch_progress.current.completed
-    batches_into_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    """What was kept and the command that goes on, for the phase the signal stopped."""
+    if trainer.state.fn != TrainerFn.FITTING:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if trainer.state.fn != TrainerFn.TESTING or not cfg.get("train") or not best:
+            return (
+                f"{trainer.state.fn.value.capitalize()}ing stopped by {signal_name}: its results "
+                "were not written. Run the same command again."
+            )
+        return (
+            f"Testing stopped by {signal_name}: training had finished, but its test metrics "
+            f"and metrics.json were not written. Test its best checkpoint with:\n  "
+            f"{resume_command(cfg, Path(best), 'train=false')}"
+        )
     where = f"{signal_name} at step {trainer.global_step}"
     last = last_checkpoint(trainer)
     if last is None:
@@ -72,38 +94,44 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
             f"Training stopped by {where}, before any epoch completed: there is no checkpoint "
             "to resume from. Run the same command again to start over."
         )
+    # Read from the file: a stop while the epoch's checkpoints are written is after its end.
+    epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     lost = (
-        f"The {batches_into_epoch} batches of epoch {epochs_done} are not in it (a mid-epoch "
-        "state cannot be resumed exactly), so training resumes at the start of that epoch. "
-        if batches_into_epoch
+        f"The {batches} batches of epoch {epoch + 1} are not in it (a mid-epoch state cannot "
+        "be resumed exactly), so training resumes at the start of that epoch. "
+        if batches and trainer.current_epoch > epoch
         else ""
     )
     return (
-        f"Training stopped by {where}. {last} holds the end of epoch {epochs_done - 1}, the "
-        f"last complete one. {lost}Resume with:\n  {resume_command(cfg, last)}"
+        f"Training stopped by {where}. {last} holds the end of epoch {epoch}, the last "
+        f"complete one. {lost}Resume with:\n  {resume_command(cfg, last)}"
     )
 
 
 def last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """The newest end-of-epoch checkpoint: ``save_last``'s file or a monitor-less top-1."""
-    paths = []
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint):
-            paths.append(callback.last_model_path)
-            if callback.monitor is None:
-                paths.append(callback.best_model_path)
+    """The newest end-of-epoch checkpoint the run's ``ModelCheckpoint`` callbacks wrote."""
+    paths = [
+        path
+        for callback in trainer.checkpoint_callbacks
+        if isinstance(callback, ModelCheckpoint)
+        for path in (callback.last_model_path, callback.best_model_path)
+    ]
     existing = [Path(path) for path in paths if path and Path(path).is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime, default=None)
 
 
-def resume_command(cfg: DictConfig, checkpoint: Path) -> str:
-    """The command line that reruns this job's overrides from ``checkpoint``."""
-    overrides = [item for item in job_overrides() if not item.lstrip("+~").startswith("ckpt_path=")]
+def resume_command(cfg: DictConfig, checkpoint: Path, *extra: str) -> str:
+    """The command line that reruns this job's overrides from ``checkpoint`` (plus ``extra``)."""
+    replaced = ("ckpt_path", *(item.split("=")[0] for item in extra))
+    overrides = [
+        item for item in job_overrides() if item.lstrip("+~").split("=")[0] not in replaced
+    ]
     script = Path(cfg.paths.root_dir) / "src" / "train.py"
     if script.resolve().is_relative_to(Path.cwd().resolve()):
         script = script.resolve().relative_to(Path.cwd().resolve())
-    words = ["python", str(script), *overrides, override("ckpt_path", str(checkpoint.resolve()))]
-    return command_line(words)
+    ckpt = override("ckpt_path", str(checkpoint.resolve()))
+    return command_line(["python", str(script), *overrides, *extra, ckpt])
 
 
 def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
@@ -115,8 +143,11 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
     over, when the folder's ``config.yaml`` records the same settings. Otherwise (another
     job's settings, or a single run pointed at a used folder by ``hydra.run.dir``) the old
     checkpoints are moved aside, so ``best.ckpt`` and ``last.ckpt`` always mean this run's.
+    Either way, the temporary files of a write that a hard kill cut short are removed.
     """
     output_dir = Path(cfg.paths.output_dir)
+    for stale in output_dir.rglob(".*.tmp"):  # half-written by an attempt killed with -9
+        stale.unlink()
     folder = output_dir / "checkpoints"
     if cfg.get("ckpt_path") is not None or not any(folder.glob("*.ckpt")):
         return None

@@ -24,9 +24,9 @@ from src.checkpoints import load_checkpoint, restore_model, trained_checkpoint
 from src.data.base import TensorBatches, keep_batch
 from src.data.raw_inputs import preprocessing_state, read_inputs
 from src.errors import ConfigError
+from src.interrupts import exit_resumably
 from src.runs import (
     absolute_paths,
-    print_config_tree,
     record_run,
     run_reporting_errors,
     write_atomic,
@@ -81,20 +81,20 @@ def predict(cfg: DictConfig) -> Path:
         batch_size=cfg.batch_size,
         collate_fn=keep_batch,
     )
-    outputs = torch.cat(trainer.predict(model, dataloaders=batches)).float().cpu()
+    with exit_resumably(trainer, cfg):
+        outputs = torch.cat(trainer.predict(model, dataloaders=batches)).float().cpu()
     if len(outputs) < len(names):  # trainer.fast_dev_run or limit_predict_batches
         log.warning("The trainer's limits let %d of %d inputs through.", len(outputs), len(names))
         names = names[: len(outputs)]
 
     path = output_dir / "predictions.csv"
     write_atomic(path, predictions_csv(names, outputs, model.hparams.task))
-    print(f"{len(names)} predictions in {path} ({time.perf_counter() - started:.1f} s)")
+    log.info("%d predictions in %s (%.1f s)", len(names), path, time.perf_counter() - started)
     return path
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    print_config_tree(cfg)
     run_reporting_errors(predict, cfg)
 
 

@@ -9,10 +9,14 @@ folder. Files are replaced in one rename, so a crash leaves the old file or the 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -26,14 +30,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
-errors_log = logging.getLogger("run_errors")  # to the run's log file only (configs/hydra)
+log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
 KEY_PACKAGES = ("torch", "lightning", "torchmetrics", "hydra-core", "torchvision", "scikit-learn")
 # The options that are paths; paths.* first, as data.data_dir interpolates paths.data_dir.
@@ -56,10 +62,17 @@ def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
     """A new file to write that then replaces ``path`` in one rename.
 
     The temporary name is unique per writer, so processes writing the same path (DDP
-    ranks, runs sharing a folder) never rename each other's half-written files.
+    ranks, runs sharing a folder) never rename each other's half-written files. Ctrl-C and
+    SIGTERM wait until the file is in place: raised inside torch's writer, a
+    ``KeyboardInterrupt`` aborts the whole process.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    held: list[int] = []
+    handlers = {
+        signum: signal.signal(signum, lambda signum, _: held.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         with open(temporary, "xb") as file:
             yield file
@@ -69,6 +82,11 @@ def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in held:
+            signal.raise_signal(signum)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -130,7 +148,8 @@ def command_line(words: list[str]) -> str:
 
 @rank_zero_only  # DDP processes started by Lightning re-run the script in the same folder
 def record_run(cfg: DictConfig, output_dir: Path) -> None:
-    """Save the resolved config and where it came from (code version, packages, command)."""
+    """Save the resolved config and where it came from (code version, packages, command);
+    say on the console where the run goes and what it changes (``--cfg job`` prints all)."""
     write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)))
     info = {
         "command": [sys.executable, *sys.argv],
@@ -140,10 +159,22 @@ def record_run(cfg: DictConfig, output_dir: Path) -> None:
         "packages": {name: package_version(name) for name in KEY_PACKAGES},
     }
     write_atomic(output_dir / "run_info.json", json.dumps(info, indent=2) + "\n")
+    log_file_only.info("Command: %s", command_line(info["command"]))
+    changed = command_line(info["overrides"]) or "none"
+    log.info(
+        "Run folder: %s (overrides: %s; config.yaml holds the full config)", output_dir, changed
+    )
 
 
 def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
     write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def log_result(output_dir: Path, metrics: dict[str, Any], monitor: str) -> None:
+    """The run's last line: its headline metric (on validation and test) and its folder."""
+    names = dict.fromkeys([monitor, monitor.replace("val/", "test/", 1)])
+    shown = ", ".join(f"{name}={metrics[name]:.4g}" for name in names if name in metrics)
+    log.info("Done%s. Run folder: %s", f": {shown}" if shown else "", output_dir)
 
 
 def collect_metrics(trainer: Any) -> dict[str, float]:
@@ -153,20 +184,6 @@ def collect_metrics(trainer: Any) -> dict[str, float]:
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The run's name and tags, recorded in metrics.json and the loggers' hyperparameters."""
     return {"run_name": cfg.get("run_name"), "tags": list(cfg.get("tags") or [])}
-
-
-@rank_zero_only
-def print_config_tree(cfg: DictConfig) -> None:
-    """Print the composed config as a tree, one branch per top-level group."""
-    import rich
-    import rich.syntax
-    import rich.tree
-
-    tree = rich.tree.Tree("config", guide_style="dim")
-    for key, value in resolved_config(cfg).items():
-        text = OmegaConf.to_yaml(value) if isinstance(value, dict | list) else str(value)
-        tree.add(f"[bold]{key}[/bold]").add(rich.syntax.Syntax(text.rstrip(), "yaml"))
-    rich.print(tree)
 
 
 def log_debug_changes(cfg: DictConfig) -> str | None:
@@ -193,22 +210,93 @@ def log_debug_changes(cfg: DictConfig) -> str | None:
     return message
 
 
-def discard_empty_run(output_dir: Path) -> None:
-    """Remove a run folder that holds only Hydra's bookkeeping, so no result is faked."""
-    # Hydra's folder and the log named after task_name (train.log, eval.log, debug.log, ...)
-    if output_dir.is_dir() and all(
-        p.name == ".hydra" or p.suffix == ".log" for p in output_dir.iterdir()
-    ):
-        for path in sorted(output_dir.rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
+class CreateRunFolder(Callback):
+    """Create the run's (or the sweep's) folder before Hydra does: Hydra reports a folder it
+    cannot write (a read-only or full disk) with a traceback; here it ends in one line."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.create(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.create(config.hydra.sweep.dir)
+
+    @staticmethod
+    def create(folder: str) -> None:
+        existing = next(path for path in (Path(folder), *Path(folder).parents) if path.exists())
+        try:
+            if shutil.disk_usage(existing).free < 2**20:  # not even Hydra's own files fit
+                raise OSError(errno.ENOSPC, "less than 1 MB free")
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # SystemExit: Hydra turns a callback's exceptions into warnings
+            raise SystemExit(
+                f"error: cannot write the run folder {folder} ({error.strerror}). Free space "
+                "there, or choose a folder you can write to with paths.log_dir=FOLDER."
+            ) from None
+
+
+def failure(error: Exception, cfg: DictConfig) -> str:
+    """The one paragraph that reports ``error``; its traceback goes to the run's log file only.
+
+    A ``UserError`` says what to fix in its own words. Anything else (a library's error about
+    the input, a bug) is named by its type and first line, and points to the log; an
+    ``OSError`` under it (a full or read-only disk) is named instead of the library's error.
+    """
+    if isinstance(error, UserError):
+        text = str(error)
+    else:
+        chain = [error]
+        while chain[-1].__context__ is not None:
+            chain.append(chain[-1].__context__)
+        shown = next((cause for cause in chain if isinstance(cause, OSError)), error)
+        first = str(shown).strip().splitlines()[0] if str(shown).strip() else repr(shown)
+        log_path = Path(cfg.paths.output_dir) / f"{cfg.task_name}.log"
+        text = f"{type(shown).__name__}: {first} (the traceback is in {log_path})"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # a library's terminal colours
+    log_file_only.error("%s", text, exc_info=error)
+    return text
+
+
+@rank_zero_only
+def discard_unfinished_run(output_dir: Path, keep_log: bool) -> None:
+    """Remove what a failed run wrote unless it holds checkpoints, so no failed run passes for
+    a result; ``keep_log`` keeps its log file, which holds the traceback."""
+    if not output_dir.is_dir() or any(output_dir.rglob("*.ckpt")):
+        return
+    for path in output_dir.iterdir():
+        if not (keep_log and path.suffix == ".log"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not keep_log:
         output_dir.rmdir()
 
 
+def raise_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM outside Lightning's loops stops the run as Ctrl-C does; inside them, Lightning's
+    own handler (which calls this one) stops after the current batch."""
+    if signal.getsignal(signal.SIGTERM) is raise_sigterm:
+        raise SIGTERMException
+
+
 def run_reporting_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Call ``task(cfg)``; turn a ``UserError`` into a one-paragraph message and exit 1."""
+    """Call ``task(cfg)``; end any failure in one paragraph on the console and a non-zero exit.
+
+    What the trainer interrupted is reported by ``src/interrupts.py``; an interrupt before the
+    trainer's work ends here. An error that is not the user's to fix leaves only the run's
+    log file, which holds its traceback.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    previous = signal.signal(signal.SIGTERM, raise_sigterm)
     try:
         return task(cfg)
-    except UserError as error:
-        errors_log.error("%s", error)
-        discard_empty_run(Path(cfg.paths.output_dir))
-        raise SystemExit(f"error: {error}") from None
+    except (KeyboardInterrupt, SIGTERMException) as error:
+        name = "SIGTERM" if isinstance(error, SIGTERMException) else "SIGINT"
+        log_file_only.warning("Stopped by %s.", name, exc_info=error)
+        discard_unfinished_run(output_dir, keep_log=False)
+        kept = f"{output_dir} keeps what was written" if output_dir.exists() else "nothing kept"
+        print(f"Stopped by {name} ({kept}). Run the command again.", file=sys.stderr)
+        raise SystemExit(128 + signal.Signals[name]) from None
+    except Exception as error:  # noqa: BLE001 - every failure ends in the one message
+        message = failure(error, cfg)
+        discard_unfinished_run(output_dir, keep_log=not isinstance(error, UserError))
+        raise SystemExit(f"error: {message}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -111,8 +111,8 @@ def read_job(folder: Path) -> Job:
     if not (folder / "metrics.json").is_file():
         return Job(folder.name, "missing", overrides)
     raw = json.loads((folder / "metrics.json").read_text())
-    metrics = {
-        key: float(value)
+    metrics = {  # one learning rate column, whatever the optimizer (lr-Adam, lr-SGD, ...)
+        re.sub(r"^lr-[^/]+", "lr", key): float(value)
         for key, value in raw.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
@@ -249,7 +249,7 @@ def plot(jobs: list[Job], metric: str, path: Path) -> bool:
             axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
         else:
             axis.scatter(numbers, scores)
-            if min(numbers) > 0 and max(numbers) >= 100 * min(numbers):
+            if min(numbers) > 0 and max(numbers) >= 10 * min(numbers):  # lr, weight decay
                 axis.set_xscale("log")
         axis.set_xlabel(key)
         axis.grid(alpha=0.3)

@@ -39,7 +39,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.cluster import check_slurm_reachable
-from src.runs import job_overrides, write_atomic
+from src.runs import failure, job_overrides, write_atomic
 from src.summary import ERROR_FILE, as_dict, planned_jobs, summarize
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
         try:
             metrics = task(cfg)
         except Exception as error:
-            record_failure(output_dir, error)
+            message = failure(error, cfg)  # the traceback: to the job's log file and error.txt
+            log.error("Job %s failed, the sweep goes on: %s", output_dir.name, message)
+            write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
             return None
     name = cfg.get("optimized_metric")
     if name is None:
@@ -125,17 +127,19 @@ def stop_when_orphaned(parent_pid: int) -> None:
     os._exit(128 + signal.SIGTERM)
 
 
-def record_failure(output_dir: Path, error: Exception) -> None:
-    log.error("This job failed; the sweep goes on with the next one.", exc_info=error)
-    write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
-
-
 class SweepCallback(Callback):
-    """Before a multirun, refuse a SLURM sweep where no SLURM is reachable; at its end, write
-    and print the summary, and exit 1 if a job failed."""
+    """Before a multirun, refuse a SLURM sweep where no SLURM is reachable and route an Optuna
+    search's lines through Hydra's logging; at its end, write and print the summary, and exit
+    1 if a job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_slurm_reachable(config)  # before the launcher submits anything
+        if "optuna" in config.hydra.sweeper.get("_target_", ""):
+            import optuna  # only here: a search's dependency, slow to import
+
+            # through Hydra's logging: Optuna's own handler writes colour codes to files
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from src.runs import (
     absolute_paths,
     collect_metrics,
     log_debug_changes,
-    print_config_tree,
+    log_result,
     record_run,
     run_identity,
     run_reporting_errors,
@@ -40,12 +39,6 @@ from src.sweeps import sweep_job
 from src.validation import raise_if
 
 log = logging.getLogger(__name__)
-
-# The data already sits in memory as tensors: loader worker processes would only add
-# inter-process copies, so Lightning's advice to add workers does not apply here.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-# Lightning 2.6 on torch 2.14 warns about its own use of a torch internal; nothing to act on.
-warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -77,29 +70,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = run_identity(cfg)
     best_path = cfg.ckpt_path  # train=false tests the checkpoint given
-    if cfg.get("train"):
-        with exit_resumably(trainer, cfg):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-        metrics.update(collect_metrics(trainer))
-        best_path = (
-            trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("train") and not trainer.checkpoint_callback:
+        log.warning(
+            "This run saves no checkpoint: its callbacks have none, so it cannot be resumed and "
+            "tests its final weights. callbacks=NAME replaces the default callbacks; "
+            "callbacks=[default,NAME] adds NAME to them."
         )
-    if cfg.get("test"):
-        if not best_path:
-            log.warning("No best checkpoint was saved: testing the weights as they are now.")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
-        metrics.update(collect_metrics(trainer))
+    with exit_resumably(trainer, cfg):
+        if cfg.get("train"):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+            metrics.update(collect_metrics(trainer))
+            best_path = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if cfg.get("test"):
+            trainer.test(
+                model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True
+            )
+            metrics.update(collect_metrics(trainer))
 
     metrics.update(best_model_path=best_path or None, wall_time_s=time.perf_counter() - started)
     log_hparams(trainer, cfg)
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
+        log_result(output_dir, metrics, cfg.data.monitor)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    print_config_tree(cfg)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return sweep_job(train, cfg)  # a failed job does not end the sweep
     metrics = run_reporting_errors(train, cfg)

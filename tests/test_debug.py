@@ -29,11 +29,21 @@ def test_fdr_runs_one_batch_and_writes_no_checkpoint(make_cfg, caplog):
     assert "trainer.fast_dev_run=True" in caplog.text
 
 
-@pytest.mark.parametrize(("mode", "steps"), [("limit", 5), ("overfit", 3)])
+@pytest.mark.parametrize(("mode", "steps"), [("limit", 5), ("overfit", 1)])
 def test_limit_and_overfit_train_only_a_few_batches(make_cfg, mode, steps):
     cfg = make_cfg(f"debug={mode}", *SMALL)
     train(cfg)
     assert global_step(Path(cfg.paths.output_dir)) == steps  # one epoch
+
+
+def test_overfit_drives_the_training_loss_near_zero(make_cfg):
+    metrics = train(make_cfg("debug=overfit", "data.num_samples=500", "test=false"))
+    assert metrics["train/loss"] < 0.05
+
+
+def test_fdr_is_quiet(make_cfg, caplog):
+    train(make_cfg("debug=fdr", *SMALL))
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 def test_profiler_saves_its_report_in_the_run_folder(make_cfg):

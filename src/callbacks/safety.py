@@ -1,14 +1,18 @@
-"""Callbacks every Trainer gets, whatever ``callbacks=`` selects: they guard what is on disk.
+"""Callbacks every Trainer gets, whatever ``callbacks=`` selects: they guard what is on disk
+and record the run in its log file.
 
 - :class:`DivergenceGuard` stops at the first NaN/inf training loss or weight, before a
   checkpoint with those weights can replace the last good one.
 - :class:`RNGState` stores torch's random generators in each checkpoint, which Lightning
   does not, so dropout and other random layers continue after a resume exactly as in
   an uninterrupted run.
+- :class:`EpochLog` writes each epoch's metrics to the run's log file.
+- :class:`PredictStop` ends predicting on SIGTERM, which Lightning does not.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +20,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.errors import TrainingDiverged
 from src.interrupts import last_checkpoint
-from src.runs import command_line, override
+from src.runs import command_line, log_file_only, override
+
+log = logging.getLogger(__name__)
 
 
 class DivergenceGuard(Callback):
@@ -105,5 +112,33 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class EpochLog(Callback):
+    """Log an epoch's metrics to the run's log file, and to the console when no progress bar
+    shows them there. Logged when the next epoch starts or training ends: the module adds
+    the epoch's ``train/loss`` only after the callbacks' ``on_train_epoch_end``."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer)
+
+    def write(self, trainer: L.Trainer) -> None:
+        metrics = sorted(trainer.callback_metrics.items())
+        if metrics and trainer.is_global_zero:
+            shown = ", ".join(f"{name}={float(value):.4g}" for name, value in metrics)
+            logger = log_file_only if trainer.progress_bar_callback else log
+            logger.info("Epoch %d: %s", trainer.current_epoch - 1, shown)
+
+
+class PredictStop(Callback):
+    """Stop predicting after the batch on SIGTERM, as Lightning's own loops stop fitting and
+    testing (its predict loop never looks)."""
+
+    def on_predict_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException
+
+
 def safety_callbacks() -> list[Callback]:
-    return [DivergenceGuard(), RNGState()]
+    return [DivergenceGuard(), RNGState(), EpochLog(), PredictStop()]

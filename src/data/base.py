@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from src.errors import ConfigError
+
 TASKS = ("classification", "regression")
 
 
@@ -241,6 +243,15 @@ class InMemoryDataModule(L.LightningDataModule):
             "val": (inputs[splits.val], targets[splits.val]),
             "test": (test_inputs, test_targets),
         }
+        sizes = [len(part[1]) for part in parts.values()]
+        least = self.num_outputs if self.task == "classification" else 1  # one per class
+        if sizes[0] < least or 0 in sizes:
+            raise ConfigError(
+                f"data: the train/validation/test sets hold {'/'.join(map(str, sizes))} examples:"
+                f" too few to train ({least} at least) and to validate and test (1 each). Use "
+                "more data (data.num_samples for synthetic data), or change data.val_fraction "
+                "and data.test_fraction."
+            )
         del inputs, test_inputs  # the splits are copies: at most two copies exist at once
         self.datasets = {
             # in place: the splits are copies this method owns
