@@ -20,12 +20,12 @@ import os
 import shutil
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def check_slurm_reachable(config: DictConfig) -> None:
     """Stop a multirun on the SLURM launcher at once where ``sbatch`` is not on the PATH."""
-    target = config.hydra.launcher.get("_target_") or ""
+    target = OmegaConf.select(config, "hydra.launcher._target_", default="")
     if not target.endswith(".SlurmLauncher") or shutil.which("sbatch"):
         return
     raise SystemExit(

@@ -27,7 +27,8 @@ from src.data.base import InMemoryDataModule
 from src.eval import evaluate
 from src.predict import predict
 from src.runs import CreateRunFolder, command_line, override, run_reporting_errors
-from src.summary import SweepCallback, job_table, read_job
+from src.summary import job_table, read_job
+from src.sweeps import SweepCallback
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
 
