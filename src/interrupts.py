@@ -29,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -146,7 +147,10 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
     Either way, the temporary files of a write that a hard kill cut short are removed.
     """
     output_dir = Path(cfg.paths.output_dir)
-    for stale in output_dir.rglob(".*.tmp"):  # half-written by an attempt killed with -9
+    # Files change on the global rank 0 only: the other DDP processes share the folder (and
+    # under srun start at the same moment, mid-write for rank 0).
+    writer = rank_zero_only.rank == 0
+    for stale in output_dir.rglob(".*.tmp") if writer else []:  # cut short by a kill -9
         stale.unlink()
     folder = output_dir / "checkpoints"
     if cfg.get("ckpt_path") is not None or not any(folder.glob("*.ckpt")):
@@ -171,6 +175,8 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
         for path in (output_dir / f"checkpoints-earlier-{n}" for n in itertools.count(1))
         if not path.exists()
     )
+    if not writer:
+        return None
     folder.rename(aside)
     log.warning(
         "%s held the checkpoints of an earlier run with other settings: moved to %s, so that "
