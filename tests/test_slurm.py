@@ -37,7 +37,14 @@ SMALL = ["data.num_samples=600", "optimizer=sgd", "optimizer.lr=0.05"]
 def test_a_slurm_sweep_where_sbatch_is_missing_exits_1_with_one_paragraph(tmp_path):
     path = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "sbatch").exists()]
     result = subprocess.run(
-        [sys.executable, "src/train.py", "-m", "hydra/launcher=slurm", "seed=1,2"],
+        [
+            sys.executable,
+            "src/train.py",
+            "-m",
+            "hydra/launcher=slurm",
+            "seed=1,2",
+            f"paths.log_dir={tmp_path}",
+        ],
         cwd=ROOT,
         env={**os.environ, "PATH": os.pathsep.join(path), "HYDRA_FULL_ERROR": "1"},
         capture_output=True,
@@ -50,6 +57,7 @@ def test_a_slurm_sweep_where_sbatch_is_missing_exits_1_with_one_paragraph(tmp_pa
     assert message.startswith("error: hydra/launcher=slurm submits")
     assert "no SLURM is reachable" in message and "sbatch command is not on the PATH" in message
     assert "scripts/slurm_local.sh start" in message and "hydra/launcher=submitit_local" in message
+    assert not list(tmp_path.iterdir())  # no sweep folder made
 
 
 def test_inside_a_submitit_job_lightning_leaves_the_requeue_to_submitit(make_cfg, monkeypatch):
