@@ -83,6 +83,7 @@ def test_the_section_adds_a_net_a_data_module_and_a_loader_config():
     assert {next(key for key in LEARNS if key in c) for c in section_commands()} == set(LEARNS)
 
 
+@pytest.mark.slow  # a pytest of the fork in a subprocess: about 25 s
 def test_the_pair_tests_find_the_new_net_and_data_sets(fork):
     result = run(fork, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_train.py")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -94,6 +95,7 @@ def test_the_pair_tests_find_the_new_net_and_data_sets(fork):
     assert {"cnn-wine", "cnn-moons", "cnn-california", "lenet-wine", "linreg-moons"} <= refused
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", section_commands())
 def test_the_new_model_and_data_sets_learn(fork, command, tmp_path):
     logs = tmp_path / "logs"
@@ -105,6 +107,7 @@ def test_the_new_model_and_data_sets_learn(fork, command, tmp_path):
     assert accuracy > next(value for key, value in LEARNS.items() if key in command)
 
 
+@pytest.mark.slow
 def test_a_bad_argument_of_the_new_net_is_one_clear_message(fork, tmp_path):
     result = run(
         fork, "src/train.py", "model=cnn", "model.net.channels=0", f"paths.log_dir={tmp_path}"
