@@ -14,11 +14,12 @@ from typing import Any
 import lightning as L
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.callbacks.safety import safety_callbacks
 from src.cluster import requeue_plugins
 from src.models.module import spec_class
+from src.runs import plain
 from src.speed import NoProfiler, skip_failing_nvml_probe
 from src.validation import (
     accelerator_problems,
@@ -27,11 +28,6 @@ from src.validation import (
     checked_spec,
     pair_problems,
 )
-
-
-def plain(node: Any) -> Any:
-    """Resolved plain Python values, the only kind checkpoints may hold (weights_only)."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def model_hparams(cfg: DictConfig) -> dict[str, Any]:

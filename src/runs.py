@@ -113,13 +113,14 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def plain(node: Any) -> Any:
+    """Resolved plain Python values, the only kind checkpoints may hold (weights_only)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's config with every ``${...}`` resolved, without Hydra's own settings."""
-    return {
-        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        for key, value in cfg.items()
-        if key != "hydra"
-    }
+    return {key: plain(value) for key, value in cfg.items() if key != "hydra"}
 
 
 def job_overrides() -> list[str]:

@@ -24,6 +24,7 @@ from typeguard import TypeCheckError, check_type
 
 from src.errors import ConfigError
 from src.models.module import spec_class
+from src.runs import plain
 
 # What building a configured object raises when a value is wrong.
 BUILD_ERRORS = (ValueError, TypeError, KeyError, MisconfigurationException, ConfigError)
@@ -100,7 +101,7 @@ def checked_arguments(
 
 def checked_spec(node: Any, key: str, problems: list[str]) -> dict[str, Any] | None:
     """:func:`checked_arguments` of a ``_target_`` config node (nested specs skipped)."""
-    spec = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    spec = plain(node)
     from hydra.utils import get_class
 
     try:
