@@ -67,7 +67,11 @@ def build_model(cfg: DictConfig, problems: list[str]) -> L.LightningModule | Non
             hparams[name] = {**hparams[name], **(defaults or {})}
     if not buildable:
         return None
-    model = attempt("model.net", lambda: get_class(cfg.model._target_)(**hparams), problems)
+    model = attempt(
+        "model.net",
+        lambda: get_class(cfg.model._target_)(**hparams, compile=cfg.model.compile),
+        problems,
+    )
     if model is not None:
         attempt("optimizer", model.configure_optimizers, problems)
     return model

@@ -154,6 +154,27 @@ def model_data_mismatch(hparams: dict[str, Any], data: Any) -> str | None:
     )
 
 
+def net_mismatch(trained: dict[str, Any], chosen: dict[str, Any], name: str) -> str | None:
+    """Why a checkpoint's net is not the one ``model=NAME`` sets up, or ``None`` if it is.
+
+    Only the arguments the model config gives are compared (one it leaves to the net's
+    default is no difference), and those of another net not at all.
+    """
+    keys = ["_target_"] if trained["_target_"] != chosen.get("_target_") else list(chosen)
+    changed = [
+        line
+        for key in keys
+        for line in differences(trained.get(key), chosen[key], f"model.net.{key}")
+    ]
+    if not changed:
+        return None
+    return (
+        f"the checkpoint does not hold the net that model={name} sets up ({'; '.join(changed)}). "
+        "The model comes from the checkpoint: leave model= out, or name the model config "
+        "(and model.net.KEY=VALUE overrides) it was trained with."
+    )
+
+
 # Where each hyperparameter comes from in the config, for messages.
 HPARAM_KEYS = {"net": "model.net", "optimizer": "optimizer", "scheduler": "scheduler"}
 HPARAM_KEYS |= {"task": "data.task", "num_outputs": "data.num_outputs", "monitor": "data.monitor"}

@@ -1,9 +1,10 @@
-"""Test a trained checkpoint: ``python src/eval.py ckpt_path=PATH [data=NAME]``.
+"""Test a trained checkpoint: ``python src/eval.py ckpt_path=PATH [data=NAME] [model=NAME]``.
 
 The same straight line as train.py without fit: checkpoint -> model (rebuilt from the
 checkpoint alone) -> data -> Trainer -> test -> metrics.json. Without ``data=...`` the data
 config is the one the checkpoint's run recorded in its ``config.yaml``, so the test split
-is the very one that run tested on.
+is the very one that run tested on. ``model=NAME`` (as in lightning-hydra-template's
+eval) checks that the checkpoint holds the net that model config sets up.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from src.build import build_data, build_trainer
 from src.checkpoints import (
     load_checkpoint,
     model_data_mismatch,
+    net_mismatch,
     recorded_data,
     restore_model,
     trained_checkpoint,
@@ -32,6 +34,7 @@ from src.runs import (
     absolute_paths,
     collect_metrics,
     log_result,
+    plain,
     record_run,
     run_identity,
     run_reporting_errors,
@@ -50,12 +53,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = trained_checkpoint(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)
-    choice = HydraConfig.get().runtime.choices.get("data")
-    source = f"data={choice}" if cfg.get("data") else ckpt_path.parent.parent / "config.yaml"
+    # Only data=NAME on the command line picks the data: model=NAME brings its own data
+    # set in training (configs/model/), not here.
+    given = {item.split("=")[0].lstrip("+~") for item in HydraConfig.get().overrides.task}
+    choices = HydraConfig.get().runtime.choices
+    recorded = ckpt_path.parent.parent / "config.yaml"
+    source = f"data={choices.get('data')}" if "data" in given else recorded
     with open_dict(cfg):
-        cfg.data = cfg.get("data") or recorded_data(ckpt_path)
+        cfg.data = cfg.data if "data" in given else recorded_data(ckpt_path)
     log.info("Data: %s, from %s", cfg.data._target_.rpartition(".")[2], source)
-    problem = model_data_mismatch(checkpoint["hyper_parameters"], cfg.data)
+    hparams = checkpoint["hyper_parameters"]
+    problem = model_data_mismatch(hparams, cfg.data)
+    if choices.get("model") and not problem:
+        problem = net_mismatch(hparams["net"], plain(cfg.model.net), choices.get("model"))
     if problem:
         raise ConfigError(f"cannot evaluate {ckpt_path}: {problem}")
     problems: list[str] = []

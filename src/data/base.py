@@ -302,14 +302,29 @@ class InMemoryDataModule(L.LightningDataModule):
         background = float(((0.0 - self.mean) / self.std).mean())  # a black pixel, normalized
         return random_shift(inputs, self.augment_shift, background), targets
 
+    def evaluation_batch_size(self, name: str) -> int:
+        """``eval_batch_size``, or smaller where the trainer evaluates a fraction of the split.
+
+        Lightning counts ``limit_val_batches=0.1`` in batches, and one batch of 1,024 holds a
+        whole small validation set: a tenth of one batch is none, and Lightning refuses the
+        run. Batches of that fraction of the split make the fraction mean what it says.
+        """
+        limit = getattr(self.trainer, f"limit_{name}_batches", 1.0) if self.trainer else 1.0
+        if isinstance(limit, float) and 0 < limit < 1:
+            wanted = max(1, int(len(self.datasets[name]) * limit))
+            return min(self.eval_batch_size, wanted)
+        return self.eval_batch_size
+
     def train_dataloader(self) -> DataLoader:
         return self.make_loader("train", shuffle=True, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self.make_loader("val", shuffle=False, batch_size=self.eval_batch_size)
+        return self.make_loader("val", shuffle=False, batch_size=self.evaluation_batch_size("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self.make_loader("test", shuffle=False, batch_size=self.eval_batch_size)
+        return self.make_loader(
+            "test", shuffle=False, batch_size=self.evaluation_batch_size("test")
+        )
 
     def state_dict(self) -> dict:
         """What a checkpoint needs to preprocess new inputs: plain values and tensors only.

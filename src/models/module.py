@@ -128,12 +128,21 @@ class SupervisedModule(L.LightningModule):
         num_outputs: int,
         scheduler: dict[str, Any] | None = None,
         monitor: str = "val/loss",
+        compile: bool = False,
     ) -> None:
+        """``compile`` (``model.compile=true``) compiles the net with ``torch.compile`` before
+        it trains; a choice of how to run, not of the model, so checkpoints do not record it."""
         super().__init__()
-        if task not in TASKS or not isinstance(num_outputs, int) or not isinstance(monitor, str):
+        if not (
+            task in TASKS
+            and isinstance(num_outputs, int)
+            and isinstance(monitor, str)
+            and isinstance(compile, bool)
+        ):
             raise ConfigError(
-                f"task must be one of {TASKS}, num_outputs an integer and monitor a metric "
-                f"name; got {task!r}, {num_outputs!r} and {monitor!r}"
+                f"task must be one of {TASKS}, num_outputs an integer, monitor a metric name "
+                f"and model.compile true or false; got {task!r}, {num_outputs!r}, {monitor!r} "
+                f"and {compile!r}"
             )
         spec_class(optimizer, "optimizer")  # checked now: configure_optimizers builds it
         if scheduler:
@@ -149,27 +158,44 @@ class SupervisedModule(L.LightningModule):
             }
         )
         self.net = build(net, "net")
+        self.compile_net = compile
         self.task = task
         self.loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
         # NaN kept (torchmetrics drops it by default): DivergenceGuard must see it
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         metrics = task_metrics(task, num_outputs)
+        # train/acc from the logits each step computes anyway; regression's train/loss is its MSE
+        self.train_metrics = MetricCollection(
+            {"acc": metrics["acc"].clone()} if task == "classification" else {}, prefix="train/"
+        )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def configure_model(self) -> None:
+        """Compile the net in place, once, in the process that runs it (a spawned DDP worker
+        included). ``nn.Module.compile`` keeps the state_dict keys (``torch.compile(net)``
+        would prefix them with ``_orig_mod.``), so checkpoints load into an uncompiled net."""
+        if self.compile_net:
+            self.net.compile()
+            self.compile_net = False
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self.loss_fn(self.net(x), y)
+        output = self.net(x)
+        loss = self.loss_fn(output, y)
         self.train_loss.update(loss.detach(), weight=len(y))
+        if self.train_metrics:
+            self.train_metrics.update(output.detach().argmax(dim=1), y)
         return loss
 
     def on_train_epoch_end(self) -> None:
         # Logged once an epoch: a self.log per step costs as much as a small model's step.
         self.log("train/loss", self.train_loss)
+        self.log_dict(self.train_metrics)
 
     def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> Tensor:
         x, y = batch
