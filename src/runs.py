@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Quote, QuotedString
@@ -158,6 +159,7 @@ def record_run(cfg: DictConfig, output_dir: Path) -> None:
         "git": git_state(Path(cfg.paths.root_dir)),
         "python": sys.version.split()[0],
         "packages": {name: package_version(name) for name in KEY_PACKAGES},
+        "torch_threads": torch.get_num_threads(),
     }
     write_atomic(output_dir / "run_info.json", json.dumps(info, indent=2) + "\n")
     log_file_only.info("Command: %s", command_line(info["command"]))

@@ -35,6 +35,7 @@ from src.runs import (
     run_reporting_errors,
     write_metrics,
 )
+from src.speed import set_threads
 from src.sweeps import sweep_job
 from src.validation import raise_if
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to metrics.json)."""
     started = time.perf_counter()
+    set_threads(cfg.get("num_threads"))
     output_dir = Path(cfg.paths.output_dir)
     absolute_paths(cfg)
     if cfg.get("seed") is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,7 +23,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # The tests' models are tiny: a second intra-op thread buys nothing, and on a small machine
 # busy with other work its spin-waits made a LeNet step several times slower (10 s against
-# 1 s for the real-MNIST test on 2 shared cores).
+# 1 s for the real-MNIST test on 2 shared cores). train() keeps a thread count that
+# OMP_NUM_THREADS sets (num_threads=null), and so do the CLI tests' subprocesses.
+os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 # Small, fast and quiet: no progress bar or model summary to print, no logger files.
