@@ -1,13 +1,16 @@
-"""The fast paths: device-resident data, batched augmentation, the cheap no-op profiler."""
+"""The fast paths: device-resident data, batched augmentation, the cheap no-op profiler,
+CPU threads for the cores a run was given."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -115,3 +118,38 @@ def test_benchmark_quick_run_writes_its_figures(tmp_path: Path, monkeypatch, cap
     assert sorted(row["batch_size"] for row in rows) == sorted({64, experiment.data.batch_size})
     assert all(row["plain_samples_per_s"] > 0 and row["project_samples_per_s"] > 0 for row in rows)
     assert "| linreg x california | 64 |" in capsys.readouterr().out
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    torch.set_num_threads(1)  # the tests' setting (conftest.py)
+
+
+def test_threads_are_the_cores_given_unless_set(make_cfg, monkeypatch, restore_threads) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(speed.joblib, "cpu_count", lambda: 3)  # a container allowed 3 cores
+    speed.set_threads(None)
+    assert torch.get_num_threads() == 3
+    speed.set_threads(2)  # num_threads=2
+    assert torch.get_num_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's, or joblib's for a sweep's job
+    torch.set_num_threads(1)  # as torch read it at start-up
+    speed.set_threads(None)
+    assert torch.get_num_threads() == 1
+    with pytest.raises(ConfigError, match="num_threads=0: give a number of CPU threads"):
+        train(make_cfg("num_threads=0"))
+
+
+@pytest.mark.slow
+def test_each_job_of_a_parallel_sweep_gets_its_share_of_the_cores(tmp_path: Path) -> None:
+    """Two jobs at once: each records cores / 2 torch threads (torch alone would take all)."""
+    env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    command = [sys.executable, "src/train.py", "-m", "data=digits", "trainer.fast_dev_run=true"]
+    command += ["logger=none", f"paths.log_dir={tmp_path}", "hydra/launcher=joblib"]
+    command += ["hydra.launcher.n_jobs=2", "seed=1,2"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(tmp_path.glob("train/multiruns/*/*/run_info.json"))
+    threads = [json.loads(job.read_text())["torch_threads"] for job in jobs]
+    assert threads == [max(1, joblib.cpu_count() // 2)] * 2
