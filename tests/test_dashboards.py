@@ -48,6 +48,7 @@ RUNS = {
     "mlp-digits lr=0.001/sweep/1",
 }
 CLASSIFICATION_SCALARS = {
+    "train/acc",
     "train/loss",
     "train/loss_step",
     "train/lr-Adam",
