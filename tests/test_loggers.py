@@ -4,7 +4,6 @@ TensorBoard and CSV get; a missing extra is named before any work; a real MLflow
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
 import signal
 import socket
@@ -68,7 +67,7 @@ def test_every_logger_gets_the_same_metrics_params_and_run_name(make_cfg, tmp_pa
 
     wandb_run = wandb_offline.run
     assert wandb_run.name == "first-try" and wandb_run.offline
-    assert {k for k in wandb_run.summary.keys() if "/" in k} - {"trainer/global_step"} == logged
+    assert {k for k in wandb_run.summary if "/" in k} - {"trainer/global_step"} == logged
     config = dict(wandb_run.config)
     assert config["run_name"] == "first-try" and config["optimizer"]["lr"] == 0.01
     assert list((run_dir / "wandb").glob(f"offline-run-*-{wandb_run.id}/run-{wandb_run.id}.wandb"))
@@ -91,3 +90,99 @@ def test_a_missing_extra_is_named_before_any_work(make_cfg, monkeypatch, package
         train(cfg)
     assert len(str(error.value).splitlines()) == 2  # "invalid configuration:" and the line
     assert not Path(cfg.paths.output_dir).exists()
+
+
+# One job of a parallel sweep: imports first, then waits for the others to create the store.
+JOB = """
+import sys, time
+from pathlib import Path
+import mlflow.store.tracking.sqlalchemy_store
+from src.loggers import MLflowRun
+Path(f"{sys.argv[2]}.{sys.argv[3]}").touch()  # ready
+deadline = time.monotonic() + 60
+while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+logger = MLflowRun(tracking_uri=sys.argv[1], experiment_name="train", run_name=sys.argv[3])
+logger.log_metrics({"val/acc": 0.5})
+logger.finalize("success")
+"""
+
+
+@pytest.mark.slow
+def test_parallel_jobs_create_a_new_sqlite_store_together(tmp_path):
+    """Without taking turns, all but one job failed with "table params already exists"."""
+    pytest.importorskip("mlflow", reason='logger=mlflow needs pip install -e ".[mlflow]"')
+    store, go = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "go"
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", JOB, store, str(go), f"job{i}"], cwd=Path.cwd())
+        for i in range(3)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("go.job*"))) < len(jobs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        go.touch()
+        assert [job.wait(timeout=120) for job in jobs] == [0, 0, 0]
+    finally:
+        for job in jobs:
+            job.kill()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["job0", "job1", "job2"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1, stopped (its process group) however the test ends."""
+    pytest.importorskip("mlflow", reason='logger=mlflow needs pip install -e ".[mlflow]"')
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", url.rsplit(":", 1)[1], "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
+    command += ["--artifacts-destination", str(tmp_path / "artifacts")]
+    log = tmp_path / "server.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"mlflow server exited: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"no /health in 120 s: {log.read_text()[-2000:]}"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_run_logs_to_a_real_mlflow_server(make_cfg, mlflow_server):
+    cfg = make_cfg(
+        "logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server}", "run_name=first-try", *TINY
+    )
+    cfg.optimizer.lr = 0.01
+    train(cfg)
+    run = mlflow_run(mlflow_server)
+    assert run.info.run_name == "first-try" and run.info.status == "FINISHED"
+    assert set(run.data.metrics) >= EXPECTED_METRICS
+    assert EXPECTED_PARAMS.items() <= run.data.params.items()
+    assert run.data.params["tags"] == "['dev']"
