@@ -165,11 +165,42 @@ def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how):
 
     assert second.returncode == 0, second.stderr
     trials = study(storage, "lenet_optuna")
-    # trial 0 kept; trial 1, stopped, failed and ran again with the same parameters as 3
+    # trial 0 kept; trial 1, stopped, failed and ran again first, as trial 2
     assert states(trials) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert trials[3].params == trials[1].params
+    assert trials[2].params == trials[1].params
     sweeps = sorted((tmp_path / "train" / "multiruns").iterdir())
     assert sorted(p.name for p in sweeps[1].iterdir() if p.name.isdigit()) == ["2", "3"]
+
+
+@pytest.mark.slow
+def test_two_workers_run_one_stored_study(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    command = [
+        *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
+        *("hydra.sweeper.n_trials=4", "trainer.max_epochs=2", f"hydra.sweeper.storage={storage}"),
+    ]
+    workers = [
+        subprocess.Popen(
+            [*command, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+
+    assert [worker.returncode for worker in workers] == [0, 0], errors
+    trials = study(storage, "lenet_optuna")
+    assert states(trials).count("COMPLETE") >= 4  # each worker stops once 4 are done or running
+    ran = [
+        int(p.name) for name in ("a", "b") for p in (tmp_path / name).iterdir() if p.name.isdigit()
+    ]
+    assert sorted(ran) == list(
+        range(len(trials))
+    )  # every trial ran once, in one worker or the other
+    assert {len(list((tmp_path / name).glob("[0-9]*"))) > 0 for name in ("a", "b")} == {True}
 
 
 @pytest.mark.slow
