@@ -83,8 +83,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(collect_metrics(trainer))
             # Read before testing, which restores the callback's state from best.ckpt.
             best = best_metrics(trainer)
-            for logger in trainer.loggers:  # beside the epochs' metrics, under the same names
-                logger.log_metrics(best, step=trainer.global_step)
+            for logger in trainer.loggers:  # the score, beside the epochs' (no epoch chart)
+                logger.log_metrics({k: v for k, v in best.items() if "/" in k}, trainer.global_step)
             metrics.update(best)
             best_path = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if cfg.get("test"):

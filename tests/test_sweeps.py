@@ -345,8 +345,8 @@ def test_an_optuna_search_of_three_trials_reports_the_best_parameters(tmp_path, 
         "model.net.activation",
     }
     assert best["best_params"]["optimizer.weight_decay"] == 0
-    # the search minimizes val/rmse, and the summary ranks the trials the same way
-    scores = [float(row["val/rmse"]) for row in rows if row["status"] == "ok"]
+    # the search minimizes val/loss_best, and the summary ranks the trials the same way
+    scores = [float(row["val/loss_best"]) for row in rows if row["status"] == "ok"]
     assert scores == sorted(scores) and scores[0] == pytest.approx(best["best_value"])
 
 
