@@ -76,7 +76,8 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
             fix = (
                 f"{name} is the score of the job's best checkpoint, and the job kept none "
                 "(trainer.fast_dev_run saves none; callbacks=none has no checkpoint callback). "
-                "Train with checkpoints, or set optimized_metric to one of them"
+                "Train with checkpoints (debug=limit is a short run that keeps them), or set "
+                "optimized_metric to one of them"
             )
         message = (
             f"optimized_metric={name!r} was never logged by the job in {output_dir}, so the "

@@ -107,7 +107,8 @@ def test_a_sweep_of_jobs_without_checkpoints_says_why_their_best_score_is_missin
     assert message.endswith(
         ", val/acc, val/loss. val/acc_best is the score of the job's best "
         "checkpoint, and the job kept none (trainer.fast_dev_run saves none; callbacks=none has "
-        "no checkpoint callback). Train with checkpoints, or set optimized_metric to one of them "
+        "no checkpoint callback). Train with checkpoints (debug=limit is a short run that keeps "
+        "them), or set optimized_metric to one of them "
         "(for a search, with the matching direction)."
     )
 
