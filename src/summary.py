@@ -125,7 +125,8 @@ def objective(job_dir: Path) -> tuple[str, str]:
     Read from ``.hydra/``, which Hydra writes before the job starts, so a sweep whose jobs
     all failed early still has one. The direction comes from the Optuna sweeper if there
     was one, else from the data config when the metric is the one it monitors, else from
-    the metric's name.
+    the metric's name. The best checkpoint's score (``val/acc_best``) goes the way of the
+    metric it is the best of.
     """
     config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
     metric = OmegaConf.select(config, "optimized_metric") or config.data.monitor
@@ -133,7 +134,7 @@ def objective(job_dir: Path) -> tuple[str, str]:
     direction = str(hydra.get("sweeper", {}).get("direction", ""))
     if direction in ("maximize", "minimize"):
         return metric, direction[:3]
-    if metric == config.data.get("monitor"):
+    if metric in (monitor := config.data.get("monitor"), f"{monitor}_best"):
         return metric, config.data.get("monitor_mode", "min")
     return metric, "max" if MAXIMIZED.search(metric) else "min"
 

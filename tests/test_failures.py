@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -301,12 +302,13 @@ def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     assert (
         lines[0] == f"Run folder: {run} (overrides: {overrides}; config.yaml holds the full config)"
     )
-    assert lines[-1].startswith("Done: val/acc=") and lines[-1].endswith(f"Run folder: {run}")
+    assert re.match(r"Done: val/acc_best=[\d.]+ \(epoch [01]\), test/acc=[\d.]+\. ", lines[-1])
+    assert lines[-1].endswith(f"Run folder: {run}")
     assert "Epoch 1: " in trained.stdout  # no progress bar in a pipe: a line per epoch
     for noise in ("├──", "\x1b", "Tip:", "Trainer already configured", "Seed set", "Traceback"):
         assert noise not in trained.stdout + trained.stderr
     log = (run / "train.log").read_text()
-    for line in ("Command: ", "Run folder: ", "Epoch 1: ", "Saved ", "Done: val/acc="):
+    for line in ("Command: ", "Run folder: ", "Epoch 1: ", "Saved ", "Done: val/acc_best="):
         assert line in log
 
     evaluated = cli(base[1], "ckpt_path=last", cwd=tmp_path, script="eval")

@@ -131,6 +131,18 @@ def test_a_search_with_no_complete_trial_exits_1(tmp_path):
     assert states(study(f"sqlite:///{sweep}/optuna.db", "lenet_optuna")) == ["FAIL", "FAIL"]
 
 
+@pytest.mark.slow
+def test_a_search_on_a_metric_never_logged_stops_after_the_first_trial(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = search(
+        sweep, "hparams_search=lenet_optuna", "hydra.sweeper.n_trials=3", "optimized_metric=val/f1"
+    )
+    assert result.returncode == 1
+    assert "optimized_metric='val/f1' was never logged" in result.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0"]
+    assert states(study(f"sqlite:///{sweep}/optuna.db", "lenet_optuna")) == ["FAIL"]
+
+
 def wait_for(path_glob: str, root: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while not list(root.glob(path_glob)):
