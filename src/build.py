@@ -21,6 +21,7 @@ from src.cluster import requeue_plugins
 from src.models.module import spec_class
 from src.runs import plain
 from src.speed import NoProfiler, skip_failing_nvml_probe
+from src.sweeps import pruning_callbacks
 from src.validation import (
     accelerator_problems,
     attempt,
@@ -116,7 +117,7 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
         lambda: instantiate(
             cfg.trainer,
             **defaults,
-            callbacks=safety_callbacks() + callbacks,
+            callbacks=safety_callbacks() + callbacks + pruning_callbacks(cfg.data.monitor),
             enable_progress_bar=bar,
             enable_checkpointing=saves,
             logger=loggers or False,

@@ -237,6 +237,24 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     return str(path)
 
 
+def best_metrics(trainer: Any) -> dict[str, float | int]:
+    """The best checkpoint's validation score as ``<monitor>_best`` and its epoch (from 0, as
+    the console's ``Epoch N:`` lines count) as ``best_epoch``.
+
+    The run's result is the checkpoint it keeps and tests, not its last epoch, so these come
+    from the checkpoint callback (which carries the best across a resume) and the epoch from
+    the file itself. Empty when the run kept no best checkpoint (``trainer.fast_dev_run``, or
+    no checkpoint callback with a monitor).
+    """
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "")
+    if not (path and callback.monitor and callback.best_model_score is not None):
+        return {}
+    # mmap: only the small pickled part is read, never the weights
+    epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    return {f"{callback.monitor}_best": float(callback.best_model_score), "best_epoch": epoch}
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes ``path`` through a temporary file in the same folder, fsync and a rename."""
 

@@ -174,10 +174,15 @@ def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
 
 
 def log_result(output_dir: Path, metrics: dict[str, Any], monitor: str) -> None:
-    """The run's last line: its headline metric (on validation and test) and its folder."""
-    names = dict.fromkeys([monitor, monitor.replace("val/", "test/", 1)])
-    shown = ", ".join(f"{name}={metrics[name]:.4g}" for name in names if name in metrics)
-    log.info("Done%s. Run folder: %s", f": {shown}" if shown else "", output_dir)
+    """The run's last line: its headline metric and its folder. That is the best checkpoint's
+    validation score and epoch, and its test score: what the run keeps. A run without a best
+    checkpoint shows its final validation score instead."""
+    best = f"{monitor}_best"
+    names = [best if best in metrics else monitor, monitor.replace("val/", "test/", 1)]
+    shown = [f"{name}={metrics[name]:.4g}" for name in dict.fromkeys(names) if name in metrics]
+    if best in metrics:
+        shown[0] += f" (epoch {metrics['best_epoch']})"
+    log.info("Done%s. Run folder: %s", f": {', '.join(shown)}" if shown else "", output_dir)
 
 
 def collect_metrics(trainer: Any) -> dict[str, float]:

@@ -28,6 +28,7 @@ from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
 ERROR_FILE = "error.txt"  # a failed job's traceback, written by src/sweeps.py
+PRUNED_FILE = "pruned.txt"  # why a search stopped the job early, likewise
 FOLD_KEY = "data.fold"
 # Metric names that grow with quality; any other metric (loss, error) is minimized.
 MAXIMIZED = re.compile(r"acc|r2|f1|auroc|auc|precision|recall|iou", re.IGNORECASE)
@@ -36,8 +37,10 @@ MAXIMIZED = re.compile(r"acc|r2|f1|auroc|auc|precision|recall|iou", re.IGNORECAS
 @dataclass
 class Job:
     name: str
-    status: str  # ok (metrics.json), failed (error.txt) or missing (neither: killed, not run)
-    overrides: dict[str, str]  # empty for an Optuna trial that never started
+    # ok (metrics.json), failed (error.txt), pruned (pruned.txt: a search stopped it early)
+    # or missing (none of them: killed, or not run yet)
+    status: str
+    overrides: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
 
@@ -65,38 +68,34 @@ def job_number(name: str) -> tuple[int, str]:
 def read_jobs(sweep_dir: Path, folders: list[Path]) -> list[Job]:
     """The jobs in ``folders``, and the others that the sweep asked for, by number."""
     jobs = {folder.name: read_job(folder) for folder in folders}
-    for name, overrides in planned_jobs(sweep_dir, folders[0]).items():
+    for name, overrides in planned_jobs(sweep_dir).items():
         jobs.setdefault(name, Job(name, "missing", overrides))
     return sorted(jobs.values(), key=lambda job: job_number(job.name))
 
 
-def planned_jobs(sweep_dir: Path, job_dir: Path) -> dict[str, dict[str, str]]:
-    """Every job that the sweep asked for, by number, with its overrides where known.
+def planned_jobs(sweep_dir: Path) -> dict[str, dict[str, str]]:
+    """Every job that the basic sweeper asked for, by number, with its overrides.
 
-    The basic sweeper writes ``multirun.yaml`` before its first job; its jobs are the
-    cartesian product of the sweep's overrides, expanded and numbered here by Hydra's own
-    parser and sweeper (a ``glob(...)`` lists the config groups on the sweep's own search
-    path). An Optuna search draws each trial's overrides as it starts it: only the number
-    of trials is known, from any job's ``.hydra/hydra.yaml`` (its grid sampler may run
-    fewer, so that case, like any other sweeper, lists only the jobs that started).
+    It writes ``multirun.yaml`` before its first job; its jobs are the cartesian product
+    of the sweep's overrides, expanded and numbered here by Hydra's own parser and sweeper
+    (a ``glob(...)`` lists the config groups on the sweep's own search path). A search
+    draws its trials as it goes: only those that started are known.
     """
     multirun = sweep_dir / "multirun.yaml"
-    if multirun.is_file():
-        hydra = yaml.safe_load(multirun.read_text())["hydra"]
-        params = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
-        Plugins.instance()  # registers the config source types (file://, pkg://) to read
-        search_path = ConfigSearchPathImpl()
-        for source in hydra["runtime"]["config_sources"]:
-            search_path.append(source["provider"], f"{source['schema']}://{source['path']}")
-        parser = OverridesParser.create(ConfigLoaderImpl(config_search_path=search_path))
-        overrides = parser.parse_overrides([*params, *hydra["overrides"]["task"]])
-        [jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)
-        return {str(number): as_dict(job) for number, job in enumerate(jobs)}
-    sweeper = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["sweeper"]
-    sampler = (sweeper.get("sampler") or {}).get("_target_", "")
-    if "optuna" in sweeper.get("_target_", "") and not sampler.endswith("GridSampler"):
-        return {str(number): {} for number in range(sweeper["n_trials"])}
-    return {}
+    if not multirun.is_file():
+        return {}
+    hydra = yaml.safe_load(multirun.read_text())["hydra"]
+    if not hydra["sweeper"]["_target_"].endswith("BasicSweeper"):
+        return {}
+    params = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
+    Plugins.instance()  # registers the config source types (file://, pkg://) to read
+    search_path = ConfigSearchPathImpl()
+    for source in hydra["runtime"]["config_sources"]:
+        search_path.append(source["provider"], f"{source['schema']}://{source['path']}")
+    parser = OverridesParser.create(ConfigLoaderImpl(config_search_path=search_path))
+    overrides = parser.parse_overrides([*params, *hydra["overrides"]["task"]])
+    [jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+    return {str(number): as_dict(job) for number, job in enumerate(jobs)}
 
 
 def as_dict(overrides: list[str]) -> dict[str, str]:
@@ -105,14 +104,15 @@ def as_dict(overrides: list[str]) -> dict[str, str]:
 
 def read_job(folder: Path) -> Job:
     overrides = as_dict(yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or [])
-    if (folder / ERROR_FILE).is_file():
-        last_line = (folder / ERROR_FILE).read_text().strip().splitlines()[-1:]
-        return Job(folder.name, "failed", overrides, error="".join(last_line))
+    for status, file in (("failed", ERROR_FILE), ("pruned", PRUNED_FILE)):
+        if (folder / file).is_file():
+            first_line = (folder / file).read_text().partition("\n")[0]  # the reason
+            return Job(folder.name, status, overrides, error=first_line)
     if not (folder / "metrics.json").is_file():
         return Job(folder.name, "missing", overrides)
     raw = json.loads((folder / "metrics.json").read_text())
     metrics = {  # one learning rate column, whatever the optimizer (lr-Adam, lr-SGD, ...)
-        re.sub(r"^lr-[^/]+", "lr", key): float(value)
+        re.sub(r"lr-[^/]+$", "lr", key): float(value)
         for key, value in raw.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
@@ -125,7 +125,8 @@ def objective(job_dir: Path) -> tuple[str, str]:
     Read from ``.hydra/``, which Hydra writes before the job starts, so a sweep whose jobs
     all failed early still has one. The direction comes from the Optuna sweeper if there
     was one, else from the data config when the metric is the one it monitors, else from
-    the metric's name.
+    the metric's name. The best checkpoint's score (``val/acc_best``) goes the way of the
+    metric it is the best of.
     """
     config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
     metric = OmegaConf.select(config, "optimized_metric") or config.data.monitor
@@ -133,7 +134,7 @@ def objective(job_dir: Path) -> tuple[str, str]:
     direction = str(hydra.get("sweeper", {}).get("direction", ""))
     if direction in ("maximize", "minimize"):
         return metric, direction[:3]
-    if metric == config.data.get("monitor"):
+    if metric in (monitor := config.data.get("monitor"), f"{monitor}_best"):
         return metric, config.data.get("monitor_mode", "min")
     return metric, "max" if MAXIMIZED.search(metric) else "min"
 
@@ -144,17 +145,14 @@ def ranked(jobs: list[Job], metric: str, mode: str) -> list[Job]:
 
     def key(job: Job) -> tuple[int, float]:
         value = job.metrics.get(metric, float("nan"))
-        order = ("ok", "failed", "missing").index(job.status)
+        order = ("ok", "pruned", "failed", "missing").index(job.status)
         return (order, sign * value) if value == value else (order, float("inf"))
 
     return sorted(jobs, key=key)
 
 
 def override_keys(jobs: list[Job]) -> tuple[list[str], list[str]]:
-    """The overridden keys whose value differs between jobs (swept), and the others.
-
-    Jobs whose overrides are unknown (Optuna trials never started) are left out.
-    """
+    """The overridden keys whose value differs between jobs (swept), and the others."""
     known = [job for job in jobs if job.overrides]
     keys = list(dict.fromkeys(key for job in known for key in job.overrides))
     swept = [key for key in keys if len({job.overrides.get(key) for job in known}) > 1]
@@ -275,12 +273,14 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
     swept, common = override_keys(jobs)
     same = {key: value for job in jobs for key, value in job.overrides.items() if key in common}
     (sweep_dir / "summary.csv").write_text(csv_text(*job_table(jobs, metric, swept + common)))
-    counts = {status: sum(job.status == status for job in jobs) for status in ("ok", "failed")}
+    statuses = ("ok", "pruned", "failed")
+    counts = {status: sum(job.status == status for job in jobs) for status in statuses}
     parts = [
         f"## Sweep {sweep_dir}",
-        f"{len(jobs)} jobs: {counts['ok']} ok, {counts['failed']} failed, "
-        f"{len(jobs) - sum(counts.values())} missing. Ranked by {metric} "
-        f"({'higher' if mode == 'max' else 'lower'} is better). Same in every job: "
+        f"{len(jobs)} jobs: {counts['ok']} ok, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed, {len(jobs) - sum(counts.values())} missing. "
+        f"Ranked by {metric} ({'higher' if mode == 'max' else 'lower'} is better). "
+        "Same in every job: "
         + (" ".join(f"`{key}={value}`" for key, value in same.items()) or "nothing"),
         markdown_table(*job_table(jobs, metric, swept)),
     ]

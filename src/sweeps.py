@@ -4,10 +4,12 @@ Hydra's launchers run ``main`` once per job. ``sweep_job`` wraps that call so th
 
 * a job that already finished in an earlier run into the same sweep folder (same
   overrides, a ``metrics.json``) is not trained again: a sweep killed halfway resumes;
-* a job that fails writes its traceback to ``error.txt`` in its folder and returns None
-  (Optuna marks that trial failed: a NaN would crash its sweeper); the other jobs still
-  run, and the sweep exits non-zero at the end, after its summary is written
-  (``SweepCallback``);
+* a job that fails writes its error and traceback to ``error.txt`` in its folder and
+  returns None;
+  the other jobs still run, and a sweep exits non-zero at the end, after its summary is
+  written (``SweepCallback``); a search marks the trial failed and goes on;
+* in a search with a pruner, the job reports its validation metric to its trial each
+  epoch; a job that the pruner stops writes why to ``pruned.txt``;
 * an ``optimized_metric`` that a job never logged ends the sweep at once: every other job
   would fail the same way, and a search over it would optimize nothing;
 * a job in a worker process (joblib's loky workers) ends when the sweep's main process
@@ -15,7 +17,7 @@ Hydra's launchers run ``main`` once per job. ``sweep_job`` wraps that call so th
   and a worker would otherwise train on for nobody, then idle for loky's 300 s timeout.
 
 Works the same under the basic, joblib and submitit launchers and the Optuna sweeper,
-because it runs inside each job; nothing here replaces a Hydra plugin.
+because it runs inside each job.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -40,10 +42,15 @@ from omegaconf import DictConfig
 
 from src.cluster import check_slurm_reachable
 from src.runs import failure, job_overrides, write_atomic
-from src.summary import ERROR_FILE, as_dict, planned_jobs, summarize
+from src.summary import ERROR_FILE, PRUNED_FILE, as_dict, planned_jobs, summarize
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
+# Set in each job of an Optuna search to its trial's id (hydra_plugins/optuna_search.py)
+TRIAL_ENV = "OPTUNA_TRIAL_ID"
 PARENT_POLL_S = 0.5
 STOP_GRACE_S = 3.0  # for the current batch to end and the job to report where it stopped
 
@@ -62,19 +69,38 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
         try:
             metrics = task(cfg)
         except Exception as error:
+            if pruned(error):
+                write_atomic(output_dir / PRUNED_FILE, f"{error}\n")
+                return None
             message = failure(error, cfg)  # the traceback: to the job's log file and error.txt
-            log.error("Job %s failed, the sweep goes on: %s", output_dir.name, message)
-            write_atomic(output_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
+            if TRIAL_ENV not in os.environ:  # a search reports its trials itself
+                log.error("Job %s failed, the sweep goes on: %s", output_dir.name, message)
+            # first the message on one line (what summaries and the search show), then the traceback
+            trace = "".join(traceback.format_exception(error))
+            write_atomic(output_dir / ERROR_FILE, f"{' '.join(message.split())}\n\n{trace}")
             return None
     name = cfg.get("optimized_metric")
     if name is None:
         return None
+    no_checkpoint = name.endswith("_best") and "best_epoch" not in metrics
+    if name not in metrics and no_checkpoint and TRIAL_ENV not in os.environ:
+        # a sweep of fast_dev_runs, say: the summary lists the job unranked
+        log.warning("Job %s kept no checkpoint, so it has no %s.", output_dir.name, name)
+        return None
     if name not in metrics:
         logged = sorted(key for key in metrics if "/" in key)  # train/loss, val/acc, ...
+        fix = "Set optimized_metric to one of them"
+        if no_checkpoint:
+            fix = (
+                f"{name} is the score of the job's best checkpoint, and the job kept none "
+                "(trainer.fast_dev_run saves none; callbacks=none has no checkpoint callback). "
+                "Train with checkpoints (debug=limit is a short run that keeps them), or set "
+                "optimized_metric to one of them"
+            )
         message = (
             f"optimized_metric={name!r} was never logged by the job in {output_dir}, so the "
             f"sweep cannot rank its jobs and stops here. The job logged: {', '.join(logged)}. "
-            "Set optimized_metric to one of them (for a search, with the matching direction)."
+            f"{fix} (for a search, with the matching direction)."
         )
         log.error(message)
         raise SystemExit(f"error: {message}")
@@ -99,6 +125,31 @@ def finished_metrics(output_dir: Path) -> dict[str, Any] | None:
         )
         return None
     return json.loads(metrics_file.read_text())
+
+
+def pruning_callbacks(monitor: str) -> list[L.Callback]:
+    """In a job of a search with a pruner: Optuna's callback that reports ``monitor`` to the
+    job's trial after each validation and stops the job when the pruner says so."""
+    sweeper = HydraConfig.get().sweeper if HydraConfig.initialized() else {}
+    if TRIAL_ENV not in os.environ or not sweeper.get("pruner"):
+        return []
+    import optuna  # only here: a search's dependency, slow to import
+    from hydra.utils import instantiate
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    study = optuna.load_study(
+        study_name=sweeper.study_name, storage=sweeper.storage, pruner=instantiate(sweeper.pruner)
+    )
+    trial = optuna.Trial(study, int(os.environ[TRIAL_ENV]))
+    return [PyTorchLightningPruningCallback(trial, monitor)]
+
+
+def pruned(error: Exception) -> bool:
+    if TRIAL_ENV not in os.environ:
+        return False
+    import optuna
+
+    return isinstance(error, optuna.TrialPruned)
 
 
 @functools.cache  # once per process: a worker runs job after job
@@ -128,25 +179,20 @@ def stop_when_orphaned(parent_pid: int) -> None:
 
 
 class SweepCallback(Callback):
-    """Before a multirun, refuse a SLURM sweep where no SLURM is reachable and route an Optuna
-    search's lines through Hydra's logging; at its end, write and print the summary, and exit
-    1 if a job failed."""
+    """Before a multirun, refuse a SLURM sweep where no SLURM is reachable; at its end, write
+    and print the summary, and exit 1 if a job of a sweep failed, or if no trial of a search
+    finished (its failed and pruned trials are outcomes, reported in the summary)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_slurm_reachable(config)  # before the launcher submits anything
-        if "optuna" in config.hydra.sweeper.get("_target_", ""):
-            import optuna  # only here: a search's dependency, slow to import
-
-            # through Hydra's logging: Optuna's own handler writes colour codes to files
-            optuna.logging.disable_default_handler()
-            optuna.logging.enable_propagation()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         summary = summarize(sweep_dir)
         print(summary.markdown)
         not_ok = [job.name for job in summary.jobs if job.status != "ok"]
-        if not_ok:
+        search = not config.hydra.sweeper._target_.endswith("BasicSweeper")
+        if not_ok and not (search and len(not_ok) < len(summary.jobs)):
             # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings.
             raise SystemExit(
                 f"error: {len(not_ok)} of {len(summary.jobs)} jobs did not finish "
@@ -160,14 +206,13 @@ def swept_overrides() -> str:
     (each key's last part): what the run name adds. Empty outside a sweep.
 
     The jobs are those the sweep planned (the basic sweeper's ``multirun.yaml``, read as the
-    sweep summary reads it); a search (Optuna) varies the keys of its ``params``.
+    sweep summary reads it); a search varies the keys of its ``params``.
     """
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return ""
     hydra = HydraConfig.get()
     sweep_dir = Path(hydra.sweep.dir)
-    planned = (sweep_dir / "multirun.yaml").is_file()  # else no job's overrides are known
-    jobs = list(planned_jobs(sweep_dir, sweep_dir).values()) if planned else []
+    jobs = list(planned_jobs(sweep_dir).values())
     varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
     varied |= set(hydra.sweeper.get("params") or {})
     own = as_dict(list(hydra.overrides.task)).items()

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.build import build_data, build_model, build_trainer, model_hparams
 from src.callbacks.hparams import log_hparams
-from src.checkpoints import resume_checkpoint
+from src.checkpoints import best_metrics, resume_checkpoint
 from src.errors import ConfigError
 from src.interrupts import earlier_attempt_checkpoint, exit_resumably
 from src.runs import (
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment and return its final metrics (also written to metrics.json)."""
+    """Run one experiment and return its metrics (also written to metrics.json): the final
+    epoch's, the best checkpoint's validation score and epoch, and that checkpoint's test."""
     started = time.perf_counter()
     set_threads(cfg.get("num_threads"))
     output_dir = Path(cfg.paths.output_dir)
@@ -82,6 +83,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
             metrics.update(collect_metrics(trainer))
+            # Read before testing, which restores the callback's state from best.ckpt.
+            best = best_metrics(trainer)
+            for logger in trainer.loggers:  # the score, beside the epochs' (no epoch chart)
+                logger.log_metrics({k: v for k, v in best.items() if "/" in k}, trainer.global_step)
+            metrics.update(best)
             best_path = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if cfg.get("test"):
             trainer.test(

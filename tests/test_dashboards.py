@@ -54,6 +54,7 @@ CLASSIFICATION_SCALARS = {
     "train/lr-Adam",
     "val/loss",
     "val/acc",
+    "val/acc_best",
     "test/loss",
     "test/acc",
     "time/epoch_s",
@@ -243,7 +244,7 @@ def test_a_real_tensorboard_serves_the_runs_scalars_and_images(logs: Path, serve
     assert not any("epoch" in run_tags for run_tags in tags.values())
 
     metrics = json.loads((logs / "train" / "runs" / LENET / "metrics.json").read_text())
-    for tag in ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss"):
+    for tag in ("val/acc", "val/acc_best", "val/loss", "train/loss", "test/acc", "test/loss"):
         *_, (_, _, last_value) = get_json(server, "data/plugin/scalars/scalars", run=lenet, tag=tag)
         assert last_value == pytest.approx(metrics[tag], rel=1e-6), tag
 

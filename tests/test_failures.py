@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from scripts.benchmark import parse_args
 from src.data.base import InMemoryDataModule
@@ -28,7 +28,6 @@ from src.eval import evaluate
 from src.predict import predict
 from src.runs import CreateRunFolder, command_line, override, run_reporting_errors
 from src.summary import job_table, read_job
-from src.sweeps import SweepCallback
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
 
@@ -303,12 +302,13 @@ def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     assert (
         lines[0] == f"Run folder: {run} (overrides: {overrides}; config.yaml holds the full config)"
     )
-    assert lines[-1].startswith("Done: val/acc=") and lines[-1].endswith(f"Run folder: {run}")
+    assert re.match(r"Done: val/acc_best=[\d.]+ \(epoch [01]\), test/acc=[\d.]+\. ", lines[-1])
+    assert lines[-1].endswith(f"Run folder: {run}")
     assert "Epoch 1: " in trained.stdout  # no progress bar in a pipe: a line per epoch
     for noise in ("├──", "\x1b", "Tip:", "Trainer already configured", "Seed set", "Traceback"):
         assert noise not in trained.stdout + trained.stderr
     log = (run / "train.log").read_text()
-    for line in ("Command: ", "Run folder: ", "Epoch 1: ", "Saved ", "Done: val/acc="):
+    for line in ("Command: ", "Run folder: ", "Epoch 1: ", "Saved ", "Done: val/acc_best="):
         assert line in log
 
     evaluated = cli(base[1], "ckpt_path=last", cwd=tmp_path, script="eval")
@@ -336,19 +336,6 @@ def test_a_log_folder_that_cannot_be_written_ends_in_one_line(tmp_path):
         f"error: cannot write the run folder {not_a_folder}/logs/train/runs/now (Not a directory)."
         " Free space there, or choose a folder you can write to with paths.log_dir=FOLDER."
     )
-
-
-def test_an_optuna_search_logs_without_colour_codes():
-    import optuna
-
-    target = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    SweepCallback().on_multirun_start(
-        OmegaConf.create({"hydra": {"sweeper": {"_target_": target}}})
-    )
-    library = logging.getLogger("optuna")
-    assert library.propagate and not library.handlers
-    optuna.logging.enable_default_handler()  # as it was for the other tests
-    optuna.logging.disable_propagation()
 
 
 def test_a_sweep_summary_has_one_learning_rate_column(tmp_path):

@@ -198,7 +198,8 @@ def test_a_resumed_run_keeps_the_best_checkpoint_of_the_epochs_before_it(tmp_pat
     resumed = train(compose_config(overrides, tmp_path / "rest"))
     assert best_epoch(tmp_path / "rest") == best_epoch(tmp_path / "all") < 2
     assert resumed["best_model_path"] == str(tmp_path / "rest" / "checkpoints" / "best.ckpt")
-    for name in ("test/acc", "test/loss"):
+    assert resumed["best_epoch"] == straight["best_epoch"] == best_epoch(tmp_path / "all")
+    for name in ("val/acc_best", "test/acc", "test/loss"):
         assert resumed[name] == straight[name]
 
 

@@ -154,7 +154,7 @@ def test_a_2x2_sweep_on_slurm_writes_every_job_and_the_summary_despite_failing_j
     for job in ("1", "3"):
         assert "Invalid weight_decay value: -1" in (sweep / job / "error.txt").read_text()
     summary = (sweep / "summary.md").read_text()
-    assert "4 jobs: 2 ok, 2 failed, 0 missing" in summary
+    assert "4 jobs: 2 ok, 0 pruned, 2 failed, 0 missing" in summary
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Sweeps: failed jobs, resumed sweep folders, summaries, launchers and Optuna searches.
+"""Sweeps: failed jobs, resumed sweep folders, summaries and launchers (searches: test_search).
 
 Multiruns need Hydra's real command line, so those tests run ``python src/train.py -m``
 in a subprocess (a few seconds of imports each); the job logic and the summary are
@@ -21,11 +21,14 @@ import pytest
 import yaml
 
 from src.summary import summarize
-from src.sweeps import ERROR_FILE, sweep_job
+from src.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
 
-TINY = [*QUIET, "trainer.fast_dev_run=true"]
+# One short epoch, not fast_dev_run: jobs rank by their best checkpoint's score, and
+# fast_dev_run saves no checkpoint.
+TINY = [*QUIET, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+TINY += ["trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
 
 def multirun(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -55,11 +58,11 @@ def test_a_sweep_runs_every_job_despite_a_failing_one_and_summarises_them(tmp_pa
     finished = rows[:2]
     assert {r["model"] for r in finished} == {"mlp", "lenet"}
     assert all(r["status"] == "ok" and r["optimizer.weight_decay"] == "0" for r in finished)
-    assert float(finished[0]["val/acc"]) >= float(finished[1]["val/acc"])  # best first
+    assert float(finished[0]["val/acc_best"]) >= float(finished[1]["val/acc_best"])  # best first
     assert "Invalid weight_decay value" in rows[2]["error"]
-    assert "| job | status | model | optimizer.weight_decay | val/acc |" in result.stdout
+    assert "| job | status | model | optimizer.weight_decay | val/acc_best |" in result.stdout
     assert "Same in every job: `data=digits`" in (sweep / "summary.md").read_text()
-    assert "Ranked by val/acc (higher is better)" in result.stdout
+    assert "Ranked by val/acc_best (higher is better)" in result.stdout
     assert (sweep / "summary.png").stat().st_size > 0
 
 
@@ -73,7 +76,7 @@ def test_a_sweep_job_is_skipped_when_it_finished_and_rerun_when_it_did_not(tmp_p
     run_dir = tmp_path / "run"
     cfg = compose_config([*TINY, "data=digits"], run_dir)
     first = sweep_job(train, cfg)
-    assert first == json.loads((run_dir / "metrics.json").read_text())["val/acc"]
+    assert first == json.loads((run_dir / "metrics.json").read_text())["val/acc_best"]
     assert sweep_job(must_not_run, cfg) == first
 
     # the same folder with other overrides (another sweep, reordered values) runs again
@@ -95,6 +98,25 @@ def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_
     assert "The job logged: val/acc, val/loss." in message
 
 
+def test_jobs_without_checkpoints_go_unranked_in_a_sweep_and_end_a_search(tmp_path, monkeypatch):
+    cfg = compose_config([*QUIET, "data=digits", "trainer.fast_dev_run=true"], tmp_path / "run")
+    assert sweep_job(train, cfg) is None  # a sweep of fast_dev_runs goes on
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    (tmp_path / "run" / "metrics.json").unlink()
+    monkeypatch.setenv(TRIAL_ENV, "1")  # as a search sets it for its jobs
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_job(train, cfg)
+    message = str(exit_info.value.code)
+    assert "optimized_metric='val/acc_best' was never logged" in message
+    assert message.endswith(
+        ", val/acc, val/loss. val/acc_best is the score of the job's best "
+        "checkpoint, and the job kept none (trainer.fast_dev_run saves none; callbacks=none has "
+        "no checkpoint callback). Train with checkpoints (debug=limit is a short run that keeps "
+        "them), or set optimized_metric to one of them "
+        "(for a search, with the matching direction)."
+    )
+
+
 def write_job(
     sweep: Path,
     name: str,
@@ -110,7 +132,7 @@ def write_job(
         yaml.safe_dump({"hydra": {"sweeper": sweeper or {}}})
     )
     data = {"monitor": monitor[0], "monitor_mode": monitor[1]}
-    config = {"optimized_metric": "${data.monitor}", "data": data}  # as Hydra saves it
+    config = {"optimized_metric": "${data.monitor}_best", "data": data}  # as Hydra saves it
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics is not None:
         (job / "metrics.json").write_text(json.dumps(metrics))
@@ -121,7 +143,7 @@ def test_a_fold_sweep_is_summarised_as_mean_and_std_per_setting(tmp_path):
     for m, (model, values) in enumerate(accuracies.items()):
         for fold, value in enumerate(values):
             overrides = [f"model={model}", "data.num_folds=3", f"data.fold={fold}"]
-            metrics = {"val/acc": value, "test/acc": value - 0.1, "run_name": "x"}
+            metrics = {"val/acc_best": value, "test/acc": value - 0.1, "run_name": "x"}
             write_job(tmp_path, str(3 * m + fold), overrides, metrics)
 
     summary = summarize(tmp_path)
@@ -134,8 +156,8 @@ def test_a_fold_sweep_is_summarised_as_mean_and_std_per_setting(tmp_path):
 
 def test_a_loss_is_ranked_lowest_first_and_unfinished_jobs_are_listed_last(tmp_path):
     regression = ("val/loss", "min")
-    write_job(tmp_path, "0", ["optimizer.lr=0.1"], {"val/loss": 0.5}, regression)
-    write_job(tmp_path, "1", ["optimizer.lr=0.01"], {"val/loss": 0.2}, regression)
+    write_job(tmp_path, "0", ["optimizer.lr=0.1"], {"val/loss_best": 0.5}, regression)
+    write_job(tmp_path, "1", ["optimizer.lr=0.01"], {"val/loss_best": 0.2}, regression)
     write_job(tmp_path, "2", ["optimizer.lr=0.001"], None, regression)  # killed, or never ran
 
     summary = summarize(tmp_path)
@@ -145,8 +167,19 @@ def test_a_loss_is_ranked_lowest_first_and_unfinished_jobs_are_listed_last(tmp_p
         ("0", "ok"),
         ("2", "missing"),
     ]
-    assert "Ranked by val/loss (lower is better)" in summary.markdown
+    assert "Ranked by val/loss_best (lower is better)" in summary.markdown
     assert [row["job"] for row in summary_rows(tmp_path)] == ["1", "0", "2"]
+
+
+def test_jobs_are_ranked_by_their_best_checkpoint_not_their_last_epoch(tmp_path):
+    # job 0 peaked early and then declined; job 1 ended higher but never reached job 0's best
+    write_job(tmp_path, "0", ["optimizer.lr=0.1"], {"val/acc": 0.5, "val/acc_best": 0.9})
+    write_job(tmp_path, "1", ["optimizer.lr=0.01"], {"val/acc": 0.8, "val/acc_best": 0.8})
+
+    summary = summarize(tmp_path)
+
+    assert [job.name for job in summary.jobs] == ["0", "1"]
+    assert "Ranked by val/acc_best (higher is better)" in summary.markdown
 
 
 def test_a_killed_sweep_is_summarised_with_every_job_it_asked_for(tmp_path):
@@ -164,31 +197,9 @@ def test_a_killed_sweep_is_summarised_with_every_job_it_asked_for(tmp_path):
         ("1", "missing", "adam"),
         ("2", "missing", "adamw"),
     ]
-    assert "3 jobs: 1 ok, 0 failed, 2 missing." in summary.markdown
+    assert "3 jobs: 1 ok, 0 pruned, 0 failed, 2 missing." in summary.markdown
     assert "| 2 | missing | adamw |" in summary.markdown
     assert [row["optimizer"] for row in summary_rows(sweep)] == ["adagrad", "adam", "adamw"]
-
-
-def test_an_optuna_search_counts_the_trials_it_never_started_as_missing(tmp_path):
-    optuna = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
-    grid = {**optuna, "sampler": {"_target_": "optuna.samplers.GridSampler"}}
-    for name, sweeper in {"tpe": optuna, "grid": grid}.items():
-        for trial, lr in enumerate(["0.1", "0.01"]):  # 2 of 4 trials ran
-            overrides = ["data=digits", f"optimizer.lr={lr}"]
-            metrics = {"val/acc": 0.5}
-            write_job(
-                tmp_path / name, str(trial), overrides, metrics, sweeper={**sweeper, "n_trials": 4}
-            )
-
-    summary = summarize(tmp_path / "tpe")
-
-    statuses = [(job.name, job.status) for job in summary.jobs]
-    assert statuses[2:] == [("2", "missing"), ("3", "missing")]
-    assert summary.jobs[3].overrides == {}  # Optuna draws them when it starts the trial
-    assert "4 jobs: 2 ok, 0 failed, 2 missing." in summary.markdown
-    assert "Same in every job: `data=digits`" in summary.markdown
-    # a grid search may run fewer trials than n_trials: only the started ones are known
-    assert len(summarize(tmp_path / "grid").jobs) == 2
 
 
 def test_the_slurm_launcher_takes_its_cluster_settings_from_the_config(tmp_path):
@@ -288,46 +299,3 @@ def test_the_submitit_local_launcher_runs_a_job(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads((sweep / "0" / "metrics.json").read_text())["val/acc"] >= 0
     assert (sweep / ".submitit").is_dir()
-
-
-@pytest.mark.slow
-def test_an_optuna_search_of_three_trials_reports_the_best_parameters(tmp_path, tiny_housing_csv):
-    sweep = tmp_path / "sweep"
-    # weight_decay=-1 crashes a trial: the search must carry on past it
-    result = multirun(
-        sweep,
-        "hparams_search=mlp_california_optuna",
-        "hydra.sweeper.n_trials=3",
-        "optimizer.weight_decay=choice(0,-1)",
-        f"data.csv_path={tiny_housing_csv}",
-    )
-    rows = summary_rows(sweep)
-    assert len(rows) == 3
-    assert all(row["status"] == "ok" for row in rows if row["optimizer.weight_decay"] == "0")
-    failed = [row for row in rows if row["optimizer.weight_decay"] == "-1"]
-    assert all(row["status"] == "failed" for row in failed)
-    assert result.returncode == (1 if failed else 0), result.stderr
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {
-        "optimizer",
-        "optimizer.lr",
-        "optimizer.weight_decay",
-        "data.batch_size",
-        "model.net.hidden_sizes",
-        "model.net.activation",
-    }
-    assert best["best_params"]["optimizer.weight_decay"] == 0
-    # the search minimizes val/rmse, and the summary ranks the trials the same way
-    scores = [float(row["val/rmse"]) for row in rows if row["status"] == "ok"]
-    assert scores == sorted(scores) and scores[0] == pytest.approx(best["best_value"])
-
-
-@pytest.mark.slow
-def test_an_optuna_search_on_a_metric_never_logged_stops_after_the_first_trial(tmp_path):
-    sweep = tmp_path / "sweep"
-    result = multirun(
-        sweep, "hparams_search=lenet_optuna", "hydra.sweeper.n_trials=3", "optimized_metric=val/f1"
-    )
-    assert result.returncode == 1
-    assert "optimized_metric='val/f1' was never logged" in result.stderr
-    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0"]

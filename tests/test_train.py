@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from src.errors import ConfigError
 from src.models.module import spec_class
@@ -102,6 +104,36 @@ def test_full_run_writes_checkpoints_config_and_metrics_and_tests_the_best(make_
     # Checkpoints hold plain values only: they load under torch's safe default.
     checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["net"]["_target_"] == "src.models.nets.MLP"
+
+
+class ForgetAfterFirstEpoch(Callback):
+    """Zeroes the weights before each validation after epoch 0: the later epochs validate
+    (and save) a model that predicts one class, so epoch 0 stays the best."""
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch >= 1:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.zero_()
+
+
+def test_metrics_report_the_best_checkpoints_epoch_and_score_and_test_it(make_cfg):
+    forget = "+callbacks.forget._target_=tests.test_train.ForgetAfterFirstEpoch"
+    cfg = make_cfg(
+        "trainer.max_epochs=3", "data.num_samples=2000", "optimizer.lr=0.01", "logger=csv", forget
+    )
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    (state,) = [s for s in best["callbacks"].values() if s.get("monitor") == "val/acc"]
+    assert metrics["best_epoch"] == best["epoch"] == 0
+    assert metrics["val/acc_best"] == pytest.approx(float(state["best_model_score"]))
+    assert metrics["val/acc"] < 0.5 < 0.85 < metrics["val/acc_best"]  # the last epoch's is not
+    assert metrics["test/acc"] > 0.85  # testing the best weights, not the last ones
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    with (run / "csv" / "metrics.csv").open() as file:  # the loggers get it, by the same name
+        logged = [row["val/acc_best"] for row in csv.DictReader(file) if row["val/acc_best"]]
+    assert [float(value) for value in logged] == [pytest.approx(metrics["val/acc_best"])]
 
 
 def test_mlp_learns_synthetic_classification_well_above_chance(make_cfg):

@@ -1,0 +1,67 @@
+"""The experiment trackers users bring: MLflow and Weights & Biases, as optional extras.
+
+Lightning's own loggers, with two things added. A missing package is named with the
+project's extra that installs it, in the configuration message before any work starts
+(Lightning's error would suggest a bare ``pip install`` after the data loaded). Parallel
+jobs sharing a new SQLite store take turns to create its tables and the experiment: at once,
+all but one failed (``table params already exists``). And a W&B logger starts a run of its
+own: Lightning's reuses a run still open in the process, so the second job of a sweep (or
+the run after a failed one) would log into the first.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from importlib.util import find_spec
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+
+from src.errors import ConfigError
+
+
+def require(package: str) -> None:
+    """Raise the one-line install command when the optional ``package`` is missing."""
+    if find_spec(package) is None:
+        raise ConfigError(
+            f'{package} is not installed; it is an optional extra: pip install -e ".[{package}]"'
+        )
+
+
+class MLflowRun(MLFlowLogger):
+    """Lightning's MLflow logger, which needs the ``mlflow`` extra."""
+
+    def __init__(self, tracking_uri: str | None = None, **kwargs: Any) -> None:
+        require("mlflow")
+        from filelock import FileLock
+
+        database = (tracking_uri or "").partition("sqlite:///")[2]
+        self._setting_up: AbstractContextManager = (
+            FileLock(f"{database}.lock") if database else nullcontext()
+        )
+        with self._setting_up:  # the client creates a new store's tables
+            super().__init__(tracking_uri=tracking_uri, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        if self._initialized:
+            return super().experiment
+        with self._setting_up:  # the first access creates the experiment if it is new
+            return super().experiment
+
+
+class WandbRun(WandbLogger):
+    """Lightning's W&B logger, which needs the ``wandb`` extra and logs to a run of its own."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        require("wandb")
+        super().__init__(**kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()  # the previous run's: this run starts a new one
+        return super().experiment

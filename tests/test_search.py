@@ -1,0 +1,234 @@
+"""Optuna searches (hydra_plugins/optuna_search.py): the search space, pruning, failed trials
+as outcomes, a stored study that goes on after a stop, and the README's searches.
+
+A search needs Hydra's real command line: those tests run ``python src/train.py`` in a
+subprocess on the digits (LeNet) or a tiny housing CSV (MLP), a few epochs per trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.optuna_search import quiet_optuna, search_space
+from tests.conftest import QUIET, ROOT, SHARED_DATA
+from tests.test_sweeps import summary_rows
+
+
+def search(sweep_dir: Path, *args: str, epochs: int = 2) -> subprocess.CompletedProcess:
+    command = [
+        *(sys.executable, "src/train.py", *args, *QUIET),
+        *(f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={sweep_dir}"),
+    ]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def study(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+def states(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    return [trial.state.name for trial in trials]
+
+
+def test_the_search_space_keeps_the_syntax_of_hydras_optuna_sweeper():
+    lines = [
+        "optimizer=choice(adam, sgd)",
+        "optimizer.lr=tag(log, interval(0.0001, 0.1))",
+        "model.net.dropout=interval(0, 0.5)",
+        "data.batch_size=range(32, 129, 32)",
+        "trainer.max_epochs=tag(int, interval(2, 9))",
+        "model.net.hidden_sizes=choice([64],[128,64])",
+        "data=digits",
+    ]
+    space, fixed = search_space(OverridesParser.create().parse_overrides(lines))
+    assert space == {
+        "optimizer": CategoricalDistribution(["adam", "sgd"]),
+        "optimizer.lr": FloatDistribution(0.0001, 0.1, log=True),
+        "model.net.dropout": FloatDistribution(0, 0.5),
+        "data.batch_size": IntDistribution(32, 128, step=32),
+        "trainer.max_epochs": IntDistribution(2, 9),
+        "model.net.hidden_sizes": CategoricalDistribution(["[64]", "[128,64]"]),
+    }
+    assert fixed == ["data=digits"]
+
+
+def test_optuna_logs_through_hydras_logging_without_colour_codes(caplog, capfd):
+    quiet_optuna()
+    try:
+        with caplog.at_level(logging.INFO):
+            optuna.create_study()  # logs that it created a study
+        assert "A new study created in memory" in caplog.text  # passed on to Hydra's logging
+        assert "\x1b[" not in capfd.readouterr().err  # not by Optuna's own colour handler
+    finally:
+        optuna.logging.enable_default_handler()  # as it was for the other tests
+        optuna.logging.disable_propagation()
+
+
+def test_a_search_prunes_and_fails_trials_as_outcomes_and_exits_0(tmp_path):
+    sweep = tmp_path / "sweep"
+    # lr 1e-6 keeps val/acc near chance: a pruner that asks for 0.5 from the first epoch on
+    # stops those trials; weight_decay=-1 makes the optimizer refuse to start (a failed trial)
+    result = search(
+        sweep,
+        "-m",
+        "hparams_search=lenet_optuna",
+        "hydra.sweeper.n_trials=6",
+        "hydra/sweeper/sampler=grid",
+        "optimizer=adam",
+        "data.batch_size=64",
+        "optimizer.lr=choice(0.01, 0.000001)",
+        "optimizer.weight_decay=choice(0, -1)",
+        "hydra/sweeper/pruner=none",
+        "++hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.5}",
+    )
+    assert result.returncode == 0, result.stderr
+    trials = study(f"sqlite:///{sweep}/optuna.db", "lenet_optuna")
+    by_params = {(t.params["optimizer.lr"], t.params["optimizer.weight_decay"]): t for t in trials}
+    assert len(trials) == 4  # the grid's 4 settings, each once
+    assert by_params[(0.01, 0)].state.name == "COMPLETE"
+    assert by_params[(0.000001, 0)].state.name == "PRUNED"
+    assert by_params[(0.000001, 0)].intermediate_values  # reported each epoch until pruned
+    assert {by_params[(lr, -1)].state.name for lr in (0.01, 0.000001)} == {"FAIL"}
+    # one line per failed trial, with the reason; the summary has the same outcomes
+    output = result.stdout + result.stderr
+    failed_lines = [line for line in output.splitlines() if "failed: " in line]
+    assert len(failed_lines) == 2
+    assert all("weight_decay value: -1" in line for line in failed_lines)
+    assert "Search lenet_optuna: 1 complete, 1 pruned, 2 failed trials." in result.stderr
+    assert sorted(row["status"] for row in summary_rows(sweep)) == [
+        "failed",
+        "failed",
+        "ok",
+        "pruned",
+    ]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"optimizer.lr": 0.01, "optimizer.weight_decay": 0}
+
+
+def test_a_search_with_no_complete_trial_exits_1(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = search(
+        sweep,
+        "-m",
+        "hparams_search=lenet_optuna",
+        "hydra.sweeper.n_trials=2",
+        "optimizer.weight_decay=-1",
+        epochs=1,
+    )
+    assert result.returncode == 1
+    assert "error: 2 of 2 jobs did not finish" in result.stderr
+    assert states(study(f"sqlite:///{sweep}/optuna.db", "lenet_optuna")) == ["FAIL", "FAIL"]
+
+
+@pytest.mark.slow
+def test_a_search_on_a_metric_never_logged_stops_after_the_first_trial(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = search(
+        sweep, "hparams_search=lenet_optuna", "hydra.sweeper.n_trials=3", "optimized_metric=val/f1"
+    )
+    assert result.returncode == 1
+    assert "optimized_metric='val/f1' was never logged" in result.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0"]
+    assert states(study(f"sqlite:///{sweep}/optuna.db", "lenet_optuna")) == ["FAIL"]
+
+
+def wait_for(path_glob: str, root: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not list(root.glob(path_glob)):
+        assert time.monotonic() < deadline, f"no {path_glob} under {root} after {timeout_s} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    command = [
+        *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
+        *("hydra.sweeper.n_trials=3", "trainer.max_epochs=8", f"paths.log_dir={tmp_path}"),
+        *(f"hydra.sweeper.storage={storage}", "hydra/sweeper/pruner=none"),
+        "hydra.sweeper.heartbeat_interval=1",
+    ]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for("train/multiruns/*/1/checkpoints/last.ckpt", tmp_path)  # trial 1 under way
+    finally:
+        first.send_signal(getattr(signal, how))
+        _, stderr = first.communicate(timeout=60)
+    assert first.returncode == {"SIGTERM": 143, "SIGKILL": -9}[how]
+    if how == "SIGTERM":
+        assert "The search stopped; the trials it finished (1) are kept in" in stderr.decode()
+    else:
+        time.sleep(2.5)  # no heartbeat for longer than its grace period (2 intervals)
+    assert states(study(storage, "lenet_optuna"))[0] == "COMPLETE"
+
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    assert second.returncode == 0, second.stderr
+    trials = study(storage, "lenet_optuna")
+    # trial 0 kept; trial 1, stopped, failed and ran again first, as trial 2
+    assert states(trials) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[2].params == trials[1].params
+    sweeps = sorted((tmp_path / "train" / "multiruns").iterdir())
+    assert sorted(p.name for p in sweeps[1].iterdir() if p.name.isdigit()) == ["2", "3"]
+
+
+@pytest.mark.slow
+def test_two_workers_run_one_stored_study(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    command = [
+        *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
+        *("hydra.sweeper.n_trials=4", "trainer.max_epochs=2", f"hydra.sweeper.storage={storage}"),
+    ]
+    workers = [
+        subprocess.Popen(
+            [*command, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+
+    assert [worker.returncode for worker in workers] == [0, 0], errors
+    trials = study(storage, "lenet_optuna")
+    assert states(trials).count("COMPLETE") >= 4  # each worker stops once 4 are done or running
+    ran = [
+        int(p.name) for name in ("a", "b") for p in (tmp_path / name).iterdir() if p.name.isdigit()
+    ]
+    assert sorted(ran) == list(
+        range(len(trials))
+    )  # every trial ran once, in one worker or the other
+    assert {len(list((tmp_path / name).glob("[0-9]*"))) > 0 for name in ("a", "b")} == {True}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"needs the reference data in {SHARED_DATA}")
+def test_the_readme_searches_exit_0_and_report_diverged_trials_in_one_line(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if "hparams_search=" in line]
+    commands = [line for line in commands if line.startswith("python src/train.py")][:2]
+    assert len(commands) == 2
+    for number, line in enumerate(commands):
+        sweep = tmp_path / str(number)
+        result = search(sweep, *line.split()[2:], epochs=1)
+        assert result.returncode == 0, result.stderr
+        failed = [row for row in summary_rows(sweep) if row["status"] == "failed"]
+        for row in failed:
+            output = result.stdout + result.stderr
+            lines = [x for x in output.splitlines() if f"Trial {row['job']} failed:" in x]
+            assert len(lines) == 1 and "Traceback" not in output
+        print(f"{line}: {len(failed)} failed trials")
