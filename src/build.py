@@ -117,7 +117,7 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
         lambda: instantiate(
             cfg.trainer,
             **defaults,
-            callbacks=safety_callbacks() + callbacks + pruning_callbacks(cfg.data.monitor),
+            callbacks=safety_callbacks() + callbacks + pruning_callbacks(cfg),
             enable_progress_bar=bar,
             enable_checkpointing=saves,
             logger=loggers or False,

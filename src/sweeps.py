@@ -127,8 +127,8 @@ def finished_metrics(output_dir: Path) -> dict[str, Any] | None:
     return json.loads(metrics_file.read_text())
 
 
-def pruning_callbacks(monitor: str) -> list[L.Callback]:
-    """In a job of a search with a pruner: Optuna's callback that reports ``monitor`` to the
+def pruning_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """In a job of a search with a pruner: Optuna's callback that reports ``data.monitor`` to the
     job's trial after each validation and stops the job when the pruner says so."""
     sweeper = HydraConfig.get().sweeper if HydraConfig.initialized() else {}
     if TRIAL_ENV not in os.environ or not sweeper.get("pruner"):
@@ -141,7 +141,7 @@ def pruning_callbacks(monitor: str) -> list[L.Callback]:
         study_name=sweeper.study_name, storage=sweeper.storage, pruner=instantiate(sweeper.pruner)
     )
     trial = optuna.Trial(study, int(os.environ[TRIAL_ENV]))
-    return [PyTorchLightningPruningCallback(trial, monitor)]
+    return [PyTorchLightningPruningCallback(trial, cfg.data.monitor)]
 
 
 def pruned(error: Exception) -> bool:
