@@ -237,14 +237,17 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     return str(path)
 
 
-def best_metrics(trainer: Any) -> dict[str, float | int]:
-    """The best checkpoint's validation score as ``<monitor>_best`` and its epoch (from 0, as
-    the console's ``Epoch N:`` lines count) as ``best_epoch``.
+def best_metrics(trainer: Any, monitor: str) -> dict[str, float | int]:
+    """The data's validation score (``monitor``) of the checkpoint the run keeps as best, as
+    ``<monitor>_best``, and its epoch (from 0, as the console's ``Epoch N:`` lines count) as
+    ``best_epoch``.
 
     The run's result is the checkpoint it keeps and tests, not its last epoch, so these come
     from the checkpoint callback (which carries the best across a resume) and the epoch from
-    the file itself. Empty when the run kept no best checkpoint (``trainer.fast_dev_run``, or
-    no checkpoint callback with a monitor).
+    the file itself. A checkpoint chosen by another value (``monitor: step``, in experiments
+    that test their final weights) is the last epoch's, whose score the trainer still holds.
+    Empty when the run kept no best checkpoint (``trainer.fast_dev_run``, or no checkpoint
+    callback with a monitor).
     """
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "")
@@ -252,7 +255,13 @@ def best_metrics(trainer: Any) -> dict[str, float | int]:
         return {}
     # mmap: only the small pickled part is read, never the weights
     epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
-    return {f"{callback.monitor}_best": float(callback.best_model_score), "best_epoch": epoch}
+    if callback.monitor == monitor:
+        score = callback.best_model_score
+    elif epoch == trainer.current_epoch - 1 and monitor in trainer.callback_metrics:
+        score = trainer.callback_metrics[monitor]
+    else:
+        return {}
+    return {f"{monitor}_best": float(score), "best_epoch": epoch}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

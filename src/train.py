@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
             metrics.update(collect_metrics(trainer))
             # Read before testing, which restores the callback's state from best.ckpt.
-            best = best_metrics(trainer)
+            best = best_metrics(trainer, cfg.data.monitor)
             for logger in trainer.loggers:  # the score, beside the epochs' (no epoch chart)
                 logger.log_metrics({k: v for k, v in best.items() if "/" in k}, trainer.global_step)
             metrics.update(best)

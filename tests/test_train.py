@@ -136,6 +136,15 @@ def test_metrics_report_the_best_checkpoints_epoch_and_score_and_test_it(make_cf
     assert [float(value) for value in logged] == [pytest.approx(metrics["val/acc_best"])]
 
 
+def test_a_run_that_keeps_its_final_weights_reports_their_score_as_its_best(make_cfg):
+    forget = "+callbacks.forget._target_=tests.test_train.ForgetAfterFirstEpoch"
+    # as the experiments do that test their final weights (configs/experiment/)
+    final = ["callbacks.model_checkpoint.monitor=step", "callbacks.model_checkpoint.mode=max"]
+    metrics = train(make_cfg("trainer.max_epochs=2", "data.num_samples=2000", forget, *final))
+    assert metrics["best_epoch"] == 1
+    assert metrics["val/acc_best"] == metrics["val/acc"] < 0.5  # the final, forgetful epoch's
+
+
 def test_mlp_learns_synthetic_classification_well_above_chance(make_cfg):
     metrics = train(make_cfg("trainer.max_epochs=3", "data.num_samples=3000", "optimizer.lr=0.01"))
     assert metrics["test/acc"] > 0.85  # 4 classes: chance is 0.25
