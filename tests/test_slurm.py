@@ -274,3 +274,26 @@ def test_an_interrupted_job_is_requeued_and_finishes_from_its_checkpoint(
     straight = train(compose_config([*QUIET, *training], tmp_path / "straight"))
     for name in ("train/loss", "val/loss", "val/acc", "test/acc"):
         assert resumed[name] == pytest.approx(straight[name], rel=1e-6), name
+
+
+@pytest.mark.slow
+def test_a_search_runs_its_trials_as_slurm_jobs_that_report_to_the_study(tmp_path, slurm_job_name):
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    result = slurm_multirun(
+        sweep,
+        slurm_job_name,
+        "hparams_search=lenet_optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",  # two trials at a time: one array job of two tasks each
+        "trainer.max_epochs=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(sweep.glob(".submitit/*/*_submission.sh"))) == 2
+    study = optuna.load_study(study_name="lenet_optuna", storage=f"sqlite:///{sweep}/optuna.db")
+    trials = study.get_trials()
+    assert [trial.state.name for trial in trials] == ["COMPLETE"] * 4
+    # each job, on its node, reported every epoch's val/acc to its trial (for the pruner)
+    assert all(sorted(trial.intermediate_values) == [0, 1] for trial in trials)
+    assert all((sweep / str(trial.number) / "metrics.json").is_file() for trial in trials)
