@@ -35,6 +35,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
+from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -88,13 +89,23 @@ class OptunaSearch(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         lines = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
-        # a key given on the command line replaces the search's own entry for it
-        latest = {o.get_key_element(): o for o in parser.parse_overrides(lines)}
-        space, fixed = search_space(list(latest.values()))
+        try:  # every setting checked before anything is written
+            # a key given on the command line replaces the search's own entry for it
+            latest = {o.get_key_element(): o for o in parser.parse_overrides(lines)}
+            space, fixed = search_space(list(latest.values()))
+            sampler, pruner = self.algorithms(space)
+        except (HydraException, ValueError, TypeError) as error:
+            raise SystemExit(f"error: the search's settings (hydra.sweeper): {error}") from None
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            study = self.open_study(sampler, pruner)
+        except Exception as error:  # a URL that names no database, or one out of reach
+            raise SystemExit(
+                f"error: cannot open the study {self.study_name!r} in "
+                f"hydra.sweeper.storage={self.storage_url}: {type(error).__name__}: {error}"
+            ) from None
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        study = self.open_study(space)
         metric = self.config.get("optimized_metric")
         while (batch := self.next_batch(study, space)) != []:
             overrides = [fixed + trial_overrides(trial) for trial in batch]
@@ -116,12 +127,26 @@ class OptunaSearch(Sweeper):
                 self.record(study, trial, result, metric)
         write_results(study, sweep_dir)
 
-    def open_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
-        """Create the study, or load it with the trials that earlier runs of it finished."""
+    def algorithms(
+        self, space: dict[str, BaseDistribution]
+    ) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+        """The sampler and pruner, and a direction that agrees with the data's monitor."""
+        metric, data = self.config.optimized_metric, self.config.data
+        mode = data.monitor_mode  # max or min
+        if metric in (data.monitor, f"{data.monitor}_best") and self.direction[:3] != mode:
+            better = "higher" if mode == "max" else "lower"
+            raise ValueError(f"direction={self.direction}, but {metric} is better {better}")
         grid = str(self.sampler.get("_target_", "")).endswith("GridSampler")
         extra = {"search_space": grid_of(space)} if grid else {}
         if grid:  # each point once
             self.n_trials = min(self.n_trials, math.prod(map(len, extra["search_space"].values())))
+        pruner = instantiate(self.pruner) if self.pruner else optuna.pruners.NopPruner()
+        return instantiate(self.sampler, **extra), pruner
+
+    def open_study(
+        self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
+    ) -> optuna.Study:
+        """Create the study, or load it with the trials that earlier runs of it finished."""
         storage = RDBStorage(
             self.storage_url,
             heartbeat_interval=self.heartbeat_interval,
@@ -130,8 +155,8 @@ class OptunaSearch(Sweeper):
         study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
-            sampler=instantiate(self.sampler, **extra),
-            pruner=instantiate(self.pruner) if self.pruner else optuna.pruners.NopPruner(),
+            sampler=sampler,
+            pruner=pruner,
             direction=self.direction,
             load_if_exists=True,
         )

@@ -63,6 +63,22 @@ def test_the_search_space_keeps_the_syntax_of_hydras_optuna_sweeper():
     assert fixed == ["data=digits"]
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("hydra/sweeper/sampler=grid", "sampler=grid needs choice(...) for every parameter"),
+        ("hydra.sweeper.direction=minimize", "but val/acc_best is better higher"),
+        ("hydra.sweeper.storage=nonsense", "cannot open the study 'lenet_optuna' in"),
+    ],
+)
+def test_a_search_with_a_bad_setting_stops_in_one_line_before_any_trial(tmp_path, setting, message):
+    result = search(tmp_path / "sweep", "hparams_search=lenet_optuna", setting)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not any((tmp_path / "sweep").iterdir())  # no trial, no study
+
+
 def test_optuna_logs_through_hydras_logging_without_colour_codes(caplog, capfd):
     quiet_optuna()
     try:
