@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.cluster import check_slurm_reachable
 from src.runs import failure, job_overrides, write_atomic
@@ -206,7 +207,7 @@ def swept_overrides() -> str:
     (each key's last part): what the run name adds. Empty outside a sweep.
 
     The jobs are those the sweep planned (the basic sweeper's ``multirun.yaml``, read as the
-    sweep summary reads it); a search varies the keys of its ``params``.
+    sweep summary reads it); a search varies the keys it draws.
     """
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return ""
@@ -214,7 +215,11 @@ def swept_overrides() -> str:
     sweep_dir = Path(hydra.sweep.dir)
     jobs = list(planned_jobs(sweep_dir).values())
     varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
-    varied |= set(hydra.sweeper.get("params") or {})
+    if TRIAL_ENV in os.environ:  # a search: the keys it draws, from its params and command line
+        raw = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        lines = [f"{key}={value}" for key, value in hydra.sweeper.params.items()] + list(raw)
+        latest = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
+        varied = {key for key, line in latest.items() if line.is_sweep_override()}
     own = as_dict(list(hydra.overrides.task)).items()
     return "".join(
         f" {key.rsplit('.', 1)[-1]}={brief(value)}" for key, value in own if key in varied

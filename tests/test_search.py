@@ -7,6 +7,7 @@ subprocess on the digits (LeNet) or a tiny housing CSV (MLP), a few epochs per t
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -130,6 +131,9 @@ def test_a_search_prunes_and_fails_trials_as_outcomes_and_exits_0(tmp_path):
     ]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"optimizer.lr": 0.01, "optimizer.weight_decay": 0}
+    # the run is named by the values drawn (the command line's choices included), not the fixed
+    metrics = json.loads((Path(best["best_folder"]) / "metrics.json").read_text())
+    assert metrics["run_name"] == "lenet-digits lr=0.01 weight_decay=0"
 
 
 def test_a_search_with_no_complete_trial_exits_1(tmp_path):
