@@ -164,8 +164,9 @@ class OptunaSearch(Sweeper):
         if study.trials:
             kept = counted(study)
             log.info(
-                "Study %s in %s: %d of %d trials already done, kept; going on.",
+                "Study %s in %s: %d of %d trials already done, kept; %s.",
                 self.study_name, self.storage_url, kept, self.n_trials,
+                "going on" if kept < self.n_trials else "a larger hydra.sweeper.n_trials adds more",
             )  # fmt: skip
         return study
 

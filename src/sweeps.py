@@ -189,6 +189,8 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        if not any(sweep_dir.glob("*/.hydra")):  # a stored search that had all its trials
+            return
         summary = summarize(sweep_dir)
         print(summary.markdown)
         not_ok = [job.name for job in summary.jobs if job.status != "ok"]
