@@ -33,12 +33,11 @@ from src.interrupts import exit_resumably
 from src.runs import (
     absolute_paths,
     collect_metrics,
-    log_result,
     plain,
     record_run,
+    report,
     run_identity,
     run_reporting_errors,
-    write_metrics,
 )
 from src.validation import raise_if
 
@@ -79,9 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule)
     metrics = {**run_identity(cfg), **collect_metrics(trainer), "ckpt_path": str(ckpt_path)}
     metrics["wall_time_s"] = time.perf_counter() - started
-    if trainer.is_global_zero:
-        write_metrics(output_dir, metrics)
-        log_result(output_dir, metrics, cfg.data.monitor)
+    report(trainer, cfg, metrics)
     return metrics
 
 

@@ -169,14 +169,15 @@ def record_run(cfg: DictConfig, output_dir: Path) -> None:
     )
 
 
-def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
+def report(trainer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """On the global rank 0: ``metrics.json``, and the run's last line, its headline metric
+    and its folder. That is the best checkpoint's validation score and epoch, and its test
+    score: what the run keeps. A run without a best checkpoint shows its final validation
+    score instead."""
+    if not trainer.is_global_zero:
+        return
+    output_dir, monitor = Path(cfg.paths.output_dir), cfg.data.monitor
     write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
-
-def log_result(output_dir: Path, metrics: dict[str, Any], monitor: str) -> None:
-    """The run's last line: its headline metric and its folder. That is the best checkpoint's
-    validation score and epoch, and its test score: what the run keeps. A run without a best
-    checkpoint shows its final validation score instead."""
     best = f"{monitor}_best"
     names = [best if best in metrics else monitor, monitor.replace("val/", "test/", 1)]
     shown = [f"{name}={metrics[name]:.4g}" for name in dict.fromkeys(names) if name in metrics]

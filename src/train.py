@@ -29,11 +29,10 @@ from src.runs import (
     absolute_paths,
     collect_metrics,
     log_debug_changes,
-    log_result,
     record_run,
+    report,
     run_identity,
     run_reporting_errors,
-    write_metrics,
 )
 from src.speed import set_threads
 from src.sweeps import sweep_job
@@ -97,9 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update(best_model_path=best_path or None, wall_time_s=time.perf_counter() - started)
     log_hparams(trainer, cfg)
-    if trainer.is_global_zero:
-        write_metrics(output_dir, metrics)
-        log_result(output_dir, metrics, cfg.data.monitor)
+    report(trainer, cfg, metrics)
     return metrics
 
 
