@@ -24,6 +24,7 @@ import logging
 import math
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ from optuna.distributions import (
 )
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import DBAPIError
 
 from src.runs import command_line, override
 from src.summary import read_job
@@ -147,11 +149,11 @@ class OptunaSearch(Sweeper):
         self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
     ) -> optuna.Study:
         """Create the study, or load it with the trials that earlier runs of it finished."""
-        storage = RDBStorage(
-            self.storage_url,
-            heartbeat_interval=self.heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-        )
+        try:
+            storage = self.storage()
+        except DBAPIError:  # another worker was creating the same new database's tables
+            time.sleep(1)
+            storage = self.storage()
         study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
@@ -169,6 +171,13 @@ class OptunaSearch(Sweeper):
                 "going on" if kept < self.n_trials else "a larger hydra.sweeper.n_trials adds more",
             )  # fmt: skip
         return study
+
+    def storage(self) -> RDBStorage:
+        return RDBStorage(
+            self.storage_url,
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+        )
 
     def how_to_go_on(self, study: optuna.Study, sweep_dir: Path) -> str:
         command = ["python", "src/train.py", *self.config.hydra.overrides.task]

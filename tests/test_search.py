@@ -204,6 +204,35 @@ def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how):
     assert sorted(p.name for p in sweeps[1].iterdir() if p.name.isdigit()) == ["2", "3"]
 
 
+def test_workers_that_start_at_once_on_a_new_database_all_open_the_study(tmp_path):
+    # as the workers of a SLURM array would: each, once imported, waits for the signal to
+    # open the study at the same moment, so that several create the new database's tables
+    script = (
+        "import sys, time, pathlib, optuna; from hydra_plugins.optuna_search import OptunaSearch\n"
+        "go = pathlib.Path(sys.argv[2]); pathlib.Path(sys.argv[3]).touch()\n"
+        "while not go.exists(): time.sleep(0.001)\n"
+        "search = OptunaSearch('minimize', 1, 1, sys.argv[1], 'shared', {}, None, 60, None)\n"
+        "search.open_study(optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())"
+    )
+    storage, go = f"sqlite:///{tmp_path}/optuna.db", tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, storage, str(go), str(tmp_path / f"ready{n}")],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready*"))) < 4:
+        assert time.monotonic() < deadline, "the workers did not start within 120 s"
+        time.sleep(0.05)
+    go.touch()
+    errors = [worker.communicate(timeout=120)[1].decode()[-500:] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, errors
+    assert optuna.get_all_study_names(storage) == ["shared"]
+
+
 @pytest.mark.slow
 def test_two_workers_run_one_stored_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
