@@ -53,7 +53,7 @@ from sqlalchemy.exc import DBAPIError
 
 from src.runs import command_line, override
 from src.summary import read_job
-from src.sweeps import TRIAL_ENV
+from src.sweeps import TRIAL_ENV, search_overrides
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class OptunaSearch(Sweeper):
     ) -> None:
         self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
         self.storage_url, self.study_name = storage, study_name
-        self.sampler, self.pruner, self.params = sampler, pruner, params or {}
+        self.sampler, self.pruner, self.params = sampler, pruner, params
         self.heartbeat_interval = heartbeat_interval
 
     def setup(
@@ -90,11 +90,8 @@ class OptunaSearch(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        lines = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
         try:  # every setting checked before anything is written
-            # a key given on the command line replaces the search's own entry for it
-            latest = {o.get_key_element(): o for o in parser.parse_overrides(lines)}
-            space, fixed = search_space(list(latest.values()))
+            space, fixed = search_space(search_overrides(self.params, arguments, parser))
             sampler, pruner = self.algorithms(space)
         except (HydraException, ValueError, TypeError) as error:
             raise SystemExit(f"error: the search's settings (hydra.sweeper): {error}") from None
@@ -269,7 +266,7 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
 
 
 def trial_overrides(trial: optuna.Trial) -> list[str]:
-    # hydra.job.env_set tells the job which trial it is (src/sweeps.py: search_trial)
+    # hydra.job.env_set tells the job which trial it is (src/sweeps.py: pruning_callbacks)
     return [f"{key}={value}" for key, value in trial.params.items()] + [
         f"++hydra.job.env_set.{TRIAL_ENV}='{trial._trial_id}'"
     ]

@@ -5,9 +5,8 @@ Hydra's launchers run ``main`` once per job. ``sweep_job`` wraps that call so th
 * a job that already finished in an earlier run into the same sweep folder (same
   overrides, a ``metrics.json``) is not trained again: a sweep killed halfway resumes;
 * a job that fails writes its error and traceback to ``error.txt`` in its folder and
-  returns None;
-  the other jobs still run, and a sweep exits non-zero at the end, after its summary is
-  written (``SweepCallback``); a search marks the trial failed and goes on;
+  returns None; the other jobs still run, and a sweep exits non-zero at the end, after
+  its summary is written (``SweepCallback``); a search marks the trial failed and goes on;
 * in a search with a pruner, the job reports its validation metric to its trial each
   epoch; a job that the pruner stops writes why to ``pruned.txt``;
 * an ``optimized_metric`` that a job never logged ends the sweep at once: every other job
@@ -31,12 +30,13 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -215,17 +215,26 @@ def swept_overrides() -> str:
         return ""
     hydra = HydraConfig.get()
     sweep_dir = Path(hydra.sweep.dir)
-    jobs = list(planned_jobs(sweep_dir).values())
-    varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
     if TRIAL_ENV in os.environ:  # a search: the keys it draws, from its params and command line
         raw = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
-        lines = [f"{key}={value}" for key, value in hydra.sweeper.params.items()] + list(raw)
-        latest = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
-        varied = {key for key, line in latest.items() if line.is_sweep_override()}
+        lines = search_overrides(hydra.sweeper.params, raw, OverridesParser.create())
+        varied = {line.get_key_element() for line in lines if line.is_sweep_override()}
+    else:
+        jobs = list(planned_jobs(sweep_dir).values())
+        varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
     own = as_dict(list(hydra.overrides.task)).items()
     return "".join(
         f" {key.rsplit('.', 1)[-1]}={brief(value)}" for key, value in own if key in varied
     )
+
+
+def search_overrides(
+    params: Mapping[str, Any] | None, arguments: Iterable[str], parser: OverridesParser
+) -> list[Override]:
+    """A search's overrides: its ``params``, then the command line's, whose entry for a key
+    replaces the params' entry for it."""
+    lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
+    return list({line.get_key_element(): line for line in parser.parse_overrides(lines)}.values())
 
 
 def brief(value: str) -> str:
