@@ -33,6 +33,7 @@ from src.interrupts import exit_resumably
 from src.runs import (
     absolute_paths,
     collect_metrics,
+    job_overrides,
     plain,
     record_run,
     report,
@@ -54,7 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = restore_model(checkpoint, ckpt_path)
     # Only data=NAME on the command line picks the data: model=NAME brings its own data
     # set in training (configs/model/), not here.
-    given = {item.split("=")[0].lstrip("+~") for item in HydraConfig.get().overrides.task}
+    given = {item.lstrip("+~").split("=")[0] for item in job_overrides()}
     choices = HydraConfig.get().runtime.choices
     recorded = ckpt_path.parent.parent / "config.yaml"
     source = f"data={choices.get('data')}" if "data" in given else recorded
