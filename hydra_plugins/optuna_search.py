@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import sys
 import threading
 import time
@@ -51,7 +52,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError
 
-from src.runs import command_line, override
+from src.runs import override
 from src.summary import read_job
 from src.sweeps import TRIAL_ENV, search_overrides
 
@@ -182,7 +183,7 @@ class OptunaSearch(Sweeper):
             command.append(override("hydra.sweep.dir", str(sweep_dir)))
         return (
             f"The search stopped; the trials it finished ({counted(study)}) are kept in "
-            f"{self.storage_url}. Go on with:\n  {command_line(command)}"
+            f"{self.storage_url}. Go on with:\n  {shlex.join(command)}"
         )
 
     def next_batch(

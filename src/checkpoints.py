@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.errors import ConfigError
 from src.models.module import SupervisedModule, spec_class
-from src.runs import LAST, command_line, log_file_only, override, replaced_atomically
+from src.runs import LAST, eval_command, log_file_only, replaced_atomically
 
 log = logging.getLogger(__name__)
 EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
@@ -215,7 +216,7 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
         raise ConfigError(
             f"ckpt_path={path} has trained {epoch + 1} epochs, more than trainer.max_epochs="
             f"{max_epochs}. Resume with trainer.max_epochs above {epoch + 1} to train on, or "
-            f"test it: {command_line(['python', 'src/eval.py', override('ckpt_path', str(path))])}"
+            f"test it: {eval_command(path)}"
         )
     changed = [
         line
@@ -225,9 +226,7 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     if changed:
         overrides = path.parent.parent / ".hydra" / "overrides.yaml"
         given = OmegaConf.load(overrides) if overrides.is_file() else ["unknown"]
-        used = command_line(
-            [item for item in given if not item.lstrip("+").startswith("ckpt_path=")]
-        )
+        used = shlex.join([item for item in given if not item.lstrip("+").startswith("ckpt_path=")])
         raise ConfigError(
             f"ckpt_path={path} was trained with other settings than this command gives, and a "
             f"resume would silently take the checkpoint's: {'; '.join(changed)}. Resume with "

@@ -37,7 +37,6 @@ from src.runs import (
     plain,
     record_run,
     report,
-    run_identity,
     run_reporting_errors,
 )
 from src.validation import raise_if
@@ -55,12 +54,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = restore_model(checkpoint, ckpt_path)
     # Only data=NAME on the command line picks the data: model=NAME brings its own data
     # set in training (configs/model/), not here.
-    given = {item.lstrip("+~").split("=")[0] for item in job_overrides()}
     choices = HydraConfig.get().runtime.choices
-    recorded = ckpt_path.parent.parent / "config.yaml"
-    source = f"data={choices.get('data')}" if "data" in given else recorded
-    with open_dict(cfg):
-        cfg.data = cfg.data if "data" in given else recorded_data(ckpt_path)
+    source = f"data={choices.get('data')}"
+    if "data" not in {item.lstrip("+~").split("=")[0] for item in job_overrides()}:
+        with open_dict(cfg):
+            cfg.data, source = recorded_data(ckpt_path), ckpt_path.parent.parent / "config.yaml"
     log.info("Data: %s, from %s", cfg.data._target_.rpartition(".")[2], source)
     hparams = checkpoint["hyper_parameters"]
     problem = model_data_mismatch(hparams, cfg.data)
@@ -77,10 +75,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     with exit_resumably(trainer, cfg):
         trainer.test(model, datamodule=datamodule)
-    metrics = {**run_identity(cfg), **collect_metrics(trainer), "ckpt_path": str(ckpt_path)}
-    metrics["wall_time_s"] = time.perf_counter() - started
-    report(trainer, cfg, metrics)
-    return metrics
+    return report(trainer, cfg, {**collect_metrics(trainer), "ckpt_path": str(ckpt_path)}, started)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")

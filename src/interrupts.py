@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -34,7 +35,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.runs import (
-    command_line,
     discard_unfinished_run,
     job_overrides,
     log_file_only,
@@ -135,7 +135,7 @@ def resume_command(cfg: DictConfig, checkpoint: Path, *extra: str) -> str:
     if script.resolve().is_relative_to(Path.cwd().resolve()):
         script = script.resolve().relative_to(Path.cwd().resolve())
     ckpt = override("ckpt_path", str(checkpoint.resolve()))
-    return command_line(["python", str(script), *overrides, *extra, ckpt])
+    return shlex.join(["python", str(script), *overrides, *extra, ckpt])
 
 
 def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
@@ -164,12 +164,13 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
         or os.environ.get("SLURM_RESTART_COUNT")
         or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
     )
+    # The earlier attempt recorded the checkpoint it resumed from, if any; this one has none.
     if (
         rerun
         and last.is_file()
         and recorded.is_file()
-        and without_ckpt_path(OmegaConf.to_container(OmegaConf.load(recorded)))
-        == without_ckpt_path(resolved_config(cfg))
+        and {**OmegaConf.to_container(OmegaConf.load(recorded)), "ckpt_path": None}
+        == resolved_config(cfg)
     ):
         log.warning("Resuming from %s, left by an earlier attempt of this job.", last)
         return str(last)
@@ -188,7 +189,3 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
         aside,
     )
     return None
-
-
-def without_ckpt_path(config: dict) -> dict:
-    return {key: value for key, value in config.items() if key != "ckpt_path"}

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,9 +144,9 @@ def override(key: str, value: str) -> str:
     return f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
 
 
-def command_line(words: list[str]) -> str:
-    """``words`` quoted for a POSIX shell: pasted back, each arrives as one argument."""
-    return " ".join(shlex.quote(word) for word in words)
+def eval_command(ckpt_path: str | Path) -> str:
+    """The command that tests a checkpoint, ready to paste into a POSIX shell."""
+    return shlex.join(["python", "src/eval.py", override("ckpt_path", str(ckpt_path))])
 
 
 @rank_zero_only  # DDP processes started by Lightning re-run the script in the same folder
@@ -162,20 +163,23 @@ def record_run(cfg: DictConfig, output_dir: Path) -> None:
         "torch_threads": torch.get_num_threads(),
     }
     write_atomic(output_dir / "run_info.json", json.dumps(info, indent=2) + "\n")
-    log_file_only.info("Command: %s", command_line(info["command"]))
-    changed = command_line(info["overrides"]) or "none"
+    log_file_only.info("Command: %s", shlex.join(info["command"]))
+    changed = shlex.join(info["overrides"]) or "none"
     log.info(
         "Run folder: %s (overrides: %s; config.yaml holds the full config)", output_dir, changed
     )
 
 
-def report(trainer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """On the global rank 0: ``metrics.json``, and the run's last line, its headline metric
-    and its folder. That is the best checkpoint's validation score and epoch, and its test
-    score: what the run keeps. A run without a best checkpoint shows its final validation
-    score instead."""
+def report(
+    trainer: Any, cfg: DictConfig, metrics: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """The run's metrics with its name, tags and wall time, which the global rank 0 writes
+    to ``metrics.json`` and sums up in the run's last line: its headline metric and folder.
+    That is the best checkpoint's validation score and epoch, and its test score: what the
+    run keeps. A run without a best checkpoint shows its final validation score instead."""
+    metrics = {**run_identity(cfg), **metrics, "wall_time_s": time.perf_counter() - started}
     if not trainer.is_global_zero:
-        return
+        return metrics
     output_dir, monitor = Path(cfg.paths.output_dir), cfg.data.monitor
     write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     best = f"{monitor}_best"
@@ -184,6 +188,7 @@ def report(trainer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> None:
     if best in metrics:
         shown[0] += f" (epoch {metrics['best_epoch']})"
     log.info("Done%s. Run folder: %s", f": {', '.join(shown)}" if shown else "", output_dir)
+    return metrics
 
 
 def collect_metrics(trainer: Any) -> dict[str, float]:

@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams(run_identity(cfg))
 
-    metrics: dict[str, Any] = run_identity(cfg)
+    metrics: dict[str, Any] = {}
     best_path = cfg.ckpt_path  # train=false tests the checkpoint given
     if cfg.get("train") and not trainer.checkpoint_callback:
         log.warning(
@@ -94,10 +94,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
             metrics.update(collect_metrics(trainer))
 
-    metrics.update(best_model_path=best_path or None, wall_time_s=time.perf_counter() - started)
+    metrics["best_model_path"] = best_path or None
     log_hparams(trainer, cfg)
-    report(trainer, cfg, metrics)
-    return metrics
+    return report(trainer, cfg, metrics, started)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

@@ -26,7 +26,7 @@ from scripts.benchmark import parse_args
 from src.data.base import InMemoryDataModule
 from src.eval import evaluate
 from src.predict import predict
-from src.runs import CreateRunFolder, command_line, override, run_reporting_errors
+from src.runs import CreateRunFolder, override, run_reporting_errors
 from src.summary import job_table, read_job
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
@@ -298,7 +298,7 @@ def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     assert trained.returncode == 0, trained.stderr
     (run,) = (logs / "train" / "runs").iterdir()
     lines = trained.stdout.strip().splitlines()
-    overrides = command_line([*base, "trainer.max_epochs=2"])
+    overrides = shlex.join([*base, "trainer.max_epochs=2"])
     assert (
         lines[0] == f"Run folder: {run} (overrides: {overrides}; config.yaml holds the full config)"
     )

@@ -24,7 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.errors import TrainingDiverged
 from src.interrupts import last_checkpoint
-from src.runs import command_line, log_file_only, override
+from src.runs import eval_command, log_file_only
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def last_good_checkpoint(trainer: L.Trainer) -> str:
         return (
             f"{best} holds the best weights so far ({callback.monitor} "
             f"{float(callback.best_model_score):.4g}); test them with "
-            f"{command_line(['python', 'src/eval.py', override('ckpt_path', best)])}."
+            f"{eval_command(best)}."
         )
     last = last_checkpoint(trainer)
     if last is None:
