@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.errors import ConfigError
 from src.models.module import SupervisedModule, spec_class
-from src.runs import LAST, eval_command, log_file_only, replaced_atomically
+from src.runs import LAST, eval_command, job_overrides, log_file_only, plain, replaced_atomically
 
 log = logging.getLogger(__name__)
 EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
@@ -122,22 +123,38 @@ def trained_checkpoint(cfg: DictConfig) -> Path:
     return path
 
 
-def recorded_data(ckpt_path: Path) -> DictConfig:
-    """The data config that the checkpoint's run recorded, checked to name no foreign code."""
-    recorded = ckpt_path.parent.parent / "config.yaml"  # <run>/checkpoints/<name>.ckpt
-    if not recorded.is_file():
-        raise ConfigError(
-            f"no data to test on: {recorded} (the config of the run that wrote the checkpoint) "
-            "does not exist. Name the data: data=NAME (for example data=digits)."
-        )
-    data = OmegaConf.load(recorded).data
-    try:  # the file sits beside a checkpoint that may come from anywhere
-        spec_class(OmegaConf.to_container(data), "data")
-    except ConfigError as error:
-        raise ConfigError(
-            f"{recorded} was refused as the data config ({error}). Name the data: data=NAME."
-        ) from None
-    return data
+def choose_test_data(cfg: DictConfig, ckpt_path: Path, hparams: dict[str, Any]) -> None:
+    """Set ``cfg.data`` to what ``eval.py`` tests the checkpoint on, checked to fit its model.
+
+    Only ``data=NAME`` on the command line picks the data (``model=NAME`` brings its own data
+    set in training, configs/model/, not here); without it, the data config that the
+    checkpoint's run recorded, checked to name no foreign code. ``model=NAME`` checks that the
+    checkpoint holds the net that model config sets up.
+    """
+    choices = HydraConfig.get().runtime.choices
+    source = f"data={choices.get('data')}"
+    if "data" not in {item.lstrip("+~").split("=")[0] for item in job_overrides()}:
+        source = ckpt_path.parent.parent / "config.yaml"  # <run>/checkpoints/<name>.ckpt
+        if not source.is_file():
+            raise ConfigError(
+                f"no data to test on: {source} (the config of the run that wrote the checkpoint)"
+                " does not exist. Name the data: data=NAME (for example data=digits)."
+            )
+        data = OmegaConf.load(source).data
+        try:  # the file sits beside a checkpoint that may come from anywhere
+            spec_class(OmegaConf.to_container(data), "data")
+        except ConfigError as error:
+            raise ConfigError(
+                f"{source} was refused as the data config ({error}). Name the data: data=NAME."
+            ) from None
+        with open_dict(cfg):
+            cfg.data = data
+    log.info("Data: %s, from %s", cfg.data._target_.rpartition(".")[2], source)
+    problem = model_data_mismatch(hparams, cfg.data)
+    if choices.get("model") and not problem:
+        problem = net_mismatch(hparams["net"], plain(cfg.model.net), choices.get("model"))
+    if problem:
+        raise ConfigError(f"cannot evaluate {ckpt_path}: {problem}")
 
 
 def model_data_mismatch(hparams: dict[str, Any], data: Any) -> str | None:

@@ -15,30 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.build import build_data, build_trainer
-from src.checkpoints import (
-    load_checkpoint,
-    model_data_mismatch,
-    net_mismatch,
-    recorded_data,
-    restore_model,
-    trained_checkpoint,
-)
-from src.errors import ConfigError
+from src.checkpoints import choose_test_data, load_checkpoint, restore_model, trained_checkpoint
 from src.interrupts import exit_resumably
-from src.runs import (
-    absolute_paths,
-    collect_metrics,
-    job_overrides,
-    plain,
-    record_run,
-    report,
-    run_reporting_errors,
-)
+from src.runs import absolute_paths, collect_metrics, record_run, report, run_reporting_errors
 from src.validation import raise_if
 
 log = logging.getLogger(__name__)
@@ -52,20 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = trained_checkpoint(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)
-    # Only data=NAME on the command line picks the data: model=NAME brings its own data
-    # set in training (configs/model/), not here.
-    choices = HydraConfig.get().runtime.choices
-    source = f"data={choices.get('data')}"
-    if "data" not in {item.lstrip("+~").split("=")[0] for item in job_overrides()}:
-        with open_dict(cfg):
-            cfg.data, source = recorded_data(ckpt_path), ckpt_path.parent.parent / "config.yaml"
-    log.info("Data: %s, from %s", cfg.data._target_.rpartition(".")[2], source)
-    hparams = checkpoint["hyper_parameters"]
-    problem = model_data_mismatch(hparams, cfg.data)
-    if choices.get("model") and not problem:
-        problem = net_mismatch(hparams["net"], plain(cfg.model.net), choices.get("model"))
-    if problem:
-        raise ConfigError(f"cannot evaluate {ckpt_path}: {problem}")
+    choose_test_data(cfg, ckpt_path, checkpoint["hyper_parameters"])
     problems: list[str] = []
     datamodule, trainer = build_data(cfg, problems), build_trainer(cfg, problems)
     raise_if(problems)
