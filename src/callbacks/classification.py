@@ -39,8 +39,7 @@ class ConfusionMatrix(ValidationPictures):
 
     def collect(self, inputs: Tensor, targets: Tensor, outputs: Tensor, batch_idx: int) -> None:
         if self.matrix is None:
-            num_classes = outputs.shape[-1]
-            self.matrix = MulticlassConfusionMatrix(num_classes).to(outputs.device)
+            self.matrix = MulticlassConfusionMatrix(outputs.shape[-1]).to(outputs.device)
         self.matrix.update(outputs.argmax(dim=-1), targets)
 
     def draw(self, trainer: L.Trainer, logger: TensorBoardLogger, step: int) -> None:
@@ -50,8 +49,7 @@ class ConfusionMatrix(ValidationPictures):
         from sklearn.metrics import ConfusionMatrixDisplay
 
         few = len(counts) <= FEW_CLASSES
-        figure = new_figure(1.6 * CARD_HEIGHT)
-        axes = figure.subplots()
+        axes = new_figure(1.6 * CARD_HEIGHT).subplots()
         # percent of each true class: at most 3 digits in a cell, whatever the set's size
         percent = 100 * counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
         display = ConfusionMatrixDisplay(percent.numpy())
@@ -69,7 +67,7 @@ class ConfusionMatrix(ValidationPictures):
         axes.set(xlabel="predicted class (% of each true class)", ylabel="true class")
         accuracy = counts.diag().sum() / counts.sum().clamp_min(1)
         title = f"validation, epoch {self.collected_epoch}: accuracy {accuracy:.3f}"
-        add_figure(logger, "val/confusion_matrix", figure, step, title)
+        add_figure(logger, "val/confusion_matrix", axes.figure, step, title)
 
 
 class ValidationSamples(ValidationPictures):
@@ -144,8 +142,7 @@ def labelled_grid(images: Tensor, frames: Tensor, columns: int) -> tuple[Tensor,
     if images.shape[1] != 3:  # grayscale (or an odd channel count: its first channel)
         images = images[:, :1].expand(-1, 3, -1, -1)
     height, width = images.shape[-2:]
-    framed = frames[:, :, None, None].expand(-1, -1, height + 2 * FRAME, width + 2 * FRAME)
-    framed = framed.clone()
+    framed = frames[:, :, None, None].repeat(1, 1, height + 2 * FRAME, width + 2 * FRAME)
     framed[:, :, FRAME:-FRAME, FRAME:-FRAME] = images
     tiles = F.pad(framed, (2, 2, LABEL_HEIGHT, 1), value=1.0)
     grid = make_grid(tiles, nrow=columns, padding=0)

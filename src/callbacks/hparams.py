@@ -42,9 +42,8 @@ def hparams_of(cfg: DictConfig) -> dict[str, str]:
     params.update({f"data.{k}": config["data"][k] for k in DATA_KEYS if k in config["data"]})
     trainer = config["trainer"]
     params.update({f"trainer.{k}": trainer[k] for k in TRAINER_KEYS if k in trainer})
-    for key in ("seed", "tags"):  # the run name is each row's trial id
-        if key in config:
-            params[key] = config[key]
+    # the run name is each row's trial id
+    params.update({key: config[key] for key in ("seed", "tags") if key in config})
     return {name: shown(value) for name, value in params.items() if value is not None}
 
 

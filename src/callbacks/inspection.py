@@ -105,11 +105,10 @@ class ParameterHistograms(Callback):
             return
         for name, parameter in pl_module.named_parameters():
             if parameter.grad is not None:
-                gradient = parameter.grad.detach().cpu()
-                writer.add_histogram(f"gradients/{name}", gradient, trainer.global_step)
+                writer.add_histogram(f"gradients/{name}", parameter.grad, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (writer := self.writer_now(trainer)) is None:
             return
         for name, parameter in pl_module.named_parameters():
-            writer.add_histogram(f"weights/{name}", parameter.detach().cpu(), trainer.global_step)
+            writer.add_histogram(f"weights/{name}", parameter, trainer.global_step)

@@ -44,8 +44,7 @@ class RegressionPlots(ValidationPictures):
         target = getattr(trainer.datamodule, "target_label", "target")
         title = f"validation, epoch {self.collected_epoch}"
 
-        figure = new_figure(1.7 * CARD_HEIGHT)
-        axes = figure.subplots()
+        axes = new_figure(1.7 * CARD_HEIGHT).subplots()
         shown = torch.randperm(len(true), generator=torch.Generator().manual_seed(0))
         shown = shown[: self.max_points]
         axes.scatter(true[shown].numpy(), predicted[shown].numpy(), s=3, alpha=0.4)
@@ -55,11 +54,10 @@ class RegressionPlots(ValidationPictures):
         axes.set(xlabel=f"true {target}", ylabel="predicted")
         axes.legend(loc="upper left")
         rmse = residuals.pow(2).mean().sqrt()
-        add_figure(logger, "val/pred_vs_true", figure, step, f"{title}: rmse {rmse:.4g}")
+        add_figure(logger, "val/pred_vs_true", axes.figure, step, f"{title}: rmse {rmse:.4g}")
 
-        figure = new_figure(1.7 * CARD_HEIGHT)
-        axes = figure.subplots()
+        axes = new_figure(1.7 * CARD_HEIGHT).subplots()
         axes.hist(residuals.numpy(), bins=50)
         axes.axvline(0.0, color="tab:red", linewidth=1)
         axes.set(xlabel=f"predicted - true {target}", ylabel="count")
-        add_figure(logger, "val/residuals", figure, step, f"{title}: residuals")
+        add_figure(logger, "val/residuals", axes.figure, step, f"{title}: residuals")
