@@ -9,7 +9,6 @@ That removes the per-sample Python call and collate that dominate a classic
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
@@ -23,15 +22,6 @@ from src.errors import ConfigError
 TASKS = ("classification", "regression")
 
 
-@dataclass
-class Splits:
-    """Indices into the pooled examples (and, when a data set ships one, its own test set)."""
-
-    train: Tensor
-    val: Tensor
-    test: Tensor
-
-
 def split_indices(
     num_examples: int,
     *,
@@ -40,8 +30,9 @@ def split_indices(
     seed: int,
     fold: int | None = None,
     num_folds: int | None = None,
-) -> Splits:
-    """Split ``range(num_examples)`` into train/val/test, the single way every module splits.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Split ``range(num_examples)`` into train/val/test index tensors, the single way every
+    module splits.
 
     The test part is always the same for a given seed, whatever the fold, so k-fold
     cross-validation (fold i of k is the validation part, the rest of the non-test pool
@@ -55,10 +46,10 @@ def split_indices(
     test, pool = order[:num_test], order[num_test:]
     if num_folds is None:
         num_val = round(len(pool) * val_fraction)
-        return Splits(train=pool[num_val:], val=pool[:num_val], test=test)
+        return pool[num_val:], pool[:num_val], test
     folds = torch.tensor_split(pool, num_folds)
     train = torch.cat([part for i, part in enumerate(folds) if i != fold])
-    return Splits(train=train, val=folds[fold], test=test)
+    return train, folds[fold], test
 
 
 class TensorBatches(Dataset):
@@ -75,12 +66,11 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int | Tensor) -> tuple[Tensor, Tensor]:
         return self.inputs[index], self.targets[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        index = torch.as_tensor(indices)
-        return self.inputs[index], self.targets[index]
+        return self[torch.as_tensor(indices)]
 
     def to(self, device: torch.device) -> None:
         self.inputs, self.targets = self.inputs.to(device), self.targets.to(device)
@@ -225,7 +215,7 @@ class InMemoryDataModule(L.LightningDataModule):
         if self.datasets:
             return
         inputs, targets, own_test = self.load()
-        splits = split_indices(
+        train, val, test = split_indices(
             len(targets),
             val_fraction=self.val_fraction,
             test_fraction=0.0 if own_test is not None else self.test_fraction,
@@ -233,14 +223,12 @@ class InMemoryDataModule(L.LightningDataModule):
             fold=self.fold,
             num_folds=self.num_folds,
         )
-        test_inputs, test_targets = (
-            own_test if own_test is not None else (inputs[splits.test], targets[splits.test])
-        )
-        train_inputs = inputs[splits.train].float()
+        test_inputs, test_targets = own_test or (inputs[test], targets[test])
+        train_inputs = inputs[train].float()
         self.fit_normalization(train_inputs)
         parts = {
-            "train": (train_inputs, targets[splits.train]),
-            "val": (inputs[splits.val], targets[splits.val]),
+            "train": (train_inputs, targets[train]),
+            "val": (inputs[val], targets[val]),
             "test": (test_inputs, test_targets),
         }
         sizes = [len(part[1]) for part in parts.values()]
@@ -264,10 +252,6 @@ class InMemoryDataModule(L.LightningDataModule):
             return targets.long()
         return targets.float().reshape(len(targets), -1)
 
-    def device(self) -> torch.device:
-        """Where the model trains: the trainer's device once attached, else the CPU."""
-        return self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-
     def place_data(self) -> bool:
         """Move every split to the model's device when asked; say whether to pin batches.
 
@@ -275,21 +259,24 @@ class InMemoryDataModule(L.LightningDataModule):
         otherwise batches are pinned (``pin_memory=null``: whenever the model is on a GPU)
         so that their copy to the device overlaps with compute.
         """
-        device = self.device()
+        # where the model trains: the trainer's device once attached, else the CPU
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         if self.device_resident:
             for dataset in self.datasets.values():
                 dataset.to(device)
             return False
         return device.type == "cuda" if self.pin_memory is None else self.pin_memory
 
-    def make_loader(self, name: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+    def make_loader(self, name: str) -> DataLoader:
+        """Training batches shuffled by :class:`EpochShuffle`, evaluation ones in order."""
         pin_memory = self.place_data()
         dataset = self.datasets[name]
+        train = name == "train"
         # torch.initial_seed() is the run's seed once seed_everything has set it.
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=EpochShuffle(dataset, torch.initial_seed()) if shuffle else None,
+            batch_size=self.batch_size if train else self.evaluation_batch_size(name),
+            sampler=EpochShuffle(dataset, torch.initial_seed()) if train else None,
             collate_fn=keep_batch,
             pin_memory=pin_memory,
         )
@@ -316,15 +303,13 @@ class InMemoryDataModule(L.LightningDataModule):
         return self.eval_batch_size
 
     def train_dataloader(self) -> DataLoader:
-        return self.make_loader("train", shuffle=True, batch_size=self.batch_size)
+        return self.make_loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self.make_loader("val", shuffle=False, batch_size=self.evaluation_batch_size("val"))
+        return self.make_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self.make_loader(
-            "test", shuffle=False, batch_size=self.evaluation_batch_size("test")
-        )
+        return self.make_loader("test")
 
     def state_dict(self) -> dict:
         """What a checkpoint needs to preprocess new inputs: plain values and tensors only.

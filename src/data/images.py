@@ -35,10 +35,8 @@ def read_idx(path: Path) -> Tensor:
 
 
 def find_idx(raw_dir: Path, stem: str) -> Path | None:
-    for candidate in (raw_dir / stem, raw_dir / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+    candidates = (raw_dir / stem, raw_dir / f"{stem}.gz")
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
 class TorchvisionImagesDataModule(InMemoryDataModule):
@@ -67,13 +65,11 @@ class TorchvisionImagesDataModule(InMemoryDataModule):
         self.download = download
         self.train_from = train_from
 
-    def needed_splits(self) -> tuple[str, ...]:
-        return ("test",) if self.train_from == "test" else ("train", "test")
-
     def missing_files(self) -> list[str]:
+        needed_splits = ("test",) if self.train_from == "test" else ("train", "test")
         return [
             stem
-            for split in self.needed_splits()
+            for split in needed_splits
             for stem in IDX_FILES[split]
             if find_idx(self.raw_dir, stem) is None
         ]
@@ -103,9 +99,8 @@ class TorchvisionImagesDataModule(InMemoryDataModule):
         )
 
     def read_split(self, split: str) -> tuple[Tensor, Tensor]:
-        images_stem, labels_stem = IDX_FILES[split]
-        images = read_idx(find_idx(self.raw_dir, images_stem))
-        return images.unsqueeze(1), read_idx(find_idx(self.raw_dir, labels_stem))
+        images, labels = (read_idx(find_idx(self.raw_dir, stem)) for stem in IDX_FILES[split])
+        return images.unsqueeze(1), labels
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "pixel_max": 255.0}  # uint8 pixels, as in the IDX files
@@ -113,10 +108,8 @@ class TorchvisionImagesDataModule(InMemoryDataModule):
     def load(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         self.prepare_data()
         if self.train_from == "test":
-            images, labels = self.read_split("test")
-            return images, labels, None
-        images, labels = self.read_split("train")
-        return images, labels, self.read_split("test")
+            return *self.read_split("test"), None
+        return *self.read_split("train"), self.read_split("test")
 
 
 class DigitsDataModule(InMemoryDataModule):

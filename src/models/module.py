@@ -13,6 +13,7 @@ constructors and torch's optimizers and schedulers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 from typing import Any
@@ -77,10 +78,8 @@ def spec_class(spec: Any, kind: str) -> tuple[type, dict[str, Any]]:
     module_name, _, class_name = target.rpartition(".")
     found = None
     if target.startswith(prefixes) and module_name:
-        try:
+        with contextlib.suppress(ImportError):
             found = getattr(importlib.import_module(module_name), class_name, None)
-        except ImportError:
-            found = None
     if not (
         isinstance(found, type)
         and issubclass(found, bases)
@@ -101,8 +100,7 @@ def build(spec: Any, kind: str) -> Any:
 
 def task_metrics(task: str, num_outputs: int) -> MetricCollection:
     if task == "classification":
-        accuracy = MulticlassAccuracy(num_classes=num_outputs, average="micro")
-        return MetricCollection({"acc": accuracy})
+        return MetricCollection({"acc": MulticlassAccuracy(num_outputs, average="micro")})
     return MetricCollection(
         {
             "mse": MeanSquaredError(),
@@ -198,24 +196,22 @@ class SupervisedModule(L.LightningModule):
             self.log("train/acc", self.train_acc)
 
     def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> Tensor:
+        """Update and log the loss and the metrics named by ``metrics.prefix`` (``val/``)."""
         x, y = batch
         output = self.net(x)
         loss_metric.update(self.loss_fn(output, y), weight=len(y))
         metrics.update(output.argmax(dim=1) if self.task == "classification" else output, y)
+        self.log(f"{metrics.prefix}loss", loss_metric)
+        self.log_dict(metrics)
         return output
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Returns the net's output, which Lightning hands to the callbacks that draw the
         validation set (confusion matrix, samples): they need no second forward pass."""
-        output = self.evaluate(batch, self.val_loss, self.val_metrics)
-        self.log("val/loss", self.val_loss)
-        self.log_dict(self.val_metrics)
-        return output
+        return self.evaluate(batch, self.val_loss, self.val_metrics)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.evaluate(batch, self.test_loss, self.test_metrics)
-        self.log("test/loss", self.test_loss)
-        self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, tuple | list) else batch
@@ -226,14 +222,8 @@ class SupervisedModule(L.LightningModule):
         optimizer = build(self.hparams.optimizer, "optimizer")(params=self.parameters())
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
-        scheduler_spec = dict(self.hparams.scheduler)
-        interval = scheduler_spec.pop("interval", "epoch")
-        scheduler = build(scheduler_spec, "scheduler")(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": interval,
-                "monitor": self.hparams.monitor,
-            },
-        }
+        spec = dict(self.hparams.scheduler)
+        interval = spec.pop("interval", "epoch")
+        scheduler = build(spec, "scheduler")(optimizer=optimizer)
+        config = {"scheduler": scheduler, "interval": interval, "monitor": self.hparams.monitor}
+        return {"optimizer": optimizer, "lr_scheduler": config}

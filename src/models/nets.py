@@ -1,7 +1,7 @@
 """The networks: plain ``nn.Module``s that know nothing about training.
 
-Each declares which inputs it can take (``supports``) and says so in words
-(``accepts``), so an impossible model x data pair is refused before any work starts.
+Each that cannot take every input declares which it can take (``supports``) and says so
+in words (``accepts``), so an impossible model x data pair is refused before any work starts.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ ACTIVATIONS = {
 
 
 class MLP(nn.Module):
-    """Fully connected layers; flattens any input shape, so it trains on every data set."""
-
-    accepts = "any data (flattens images)"
+    """Fully connected layers; flattens any input shape, so it trains on every data set (and
+    needs no ``supports``)."""
 
     def __init__(
         self,
@@ -51,10 +50,6 @@ class MLP(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, num_outputs))
         self.layers = nn.Sequential(*layers)
-
-    @staticmethod
-    def supports(task: str, input_shape: list[int]) -> bool:
-        return True
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
@@ -115,6 +110,3 @@ class LinearRegression(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(self.flatten(x))
-
-
-NETS = {"mlp": MLP, "lenet": LeNet5, "linreg": LinearRegression}
