@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelSummary, ProgressBar
 from omegaconf import DictConfig
 
 from src.callbacks.safety import safety_callbacks
@@ -81,7 +81,8 @@ def build_model(cfg: DictConfig, problems: list[str]) -> L.LightningModule | Non
 def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
     """The Trainer with the configured callbacks and loggers, and the ones that guard the
     run. A callback that a trainer flag switches off (``enable_progress_bar=false``,
-    ``enable_model_summary=false``) is left out rather than refused, as that flag asks."""
+    ``enable_model_summary=false``) is left out rather than refused, as that flag asks, and so
+    is a learning-rate monitor in a run without a logger (``logger=none``)."""
     specs = {
         f"{group}.{name}": spec
         for group in ("callbacks", "logger")
@@ -102,10 +103,11 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
     off = (() if bar else (ProgressBar,)) + (
         (ModelSummary,) if cfg.trainer.get("enable_model_summary") is False else ()
     )
+    loggers = [c for k, c in built.items() if k.startswith("logger.")]
+    off += () if loggers else (LearningRateMonitor,)  # Lightning's raises without a logger
     callbacks = [
         c for k, c in built.items() if k.startswith("callbacks.") and not isinstance(c, off)
     ]
-    loggers = [c for k, c in built.items() if k.startswith("logger.")]
     # Without a checkpoint callback of the config's, Lightning would add one of its own and
     # save into the logger's folder: no checkpoint, rather than one where nobody looks.
     saves = any(isinstance(c, Checkpoint) for c in callbacks)

@@ -52,24 +52,12 @@ class StepLoss(callbacks.Callback):
 
 
 class LearningRateMonitor(callbacks.LearningRateMonitor):
-    """Lightning's monitor, silent without a logger where it would raise, and naming the
-    rate ``train/lr-<Optimizer>``: it sits with the training scalars, not in a chart group
-    of its own that TensorBoard sorts first."""
+    """Lightning's monitor, naming the rate ``train/lr-<Optimizer>``: it sits with the
+    training scalars, not in a chart group of its own that TensorBoard sorts first. Lightning's
+    raises without a logger: the Trainer is built without it then (``build_trainer``)."""
 
     def _add_prefix(self, name: str, optimizer_cls: type, seen_optimizer_types: Any) -> str:
         return f"train/{super()._add_prefix(name, optimizer_cls, seen_optimizer_types)}"
-
-    def on_train_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
-            super().on_train_start(trainer, *args, **kwargs)
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
-            super().on_train_batch_start(trainer, *args, **kwargs)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.loggers:
-            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 class EpochTimer(callbacks.Callback):
