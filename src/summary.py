@@ -182,12 +182,9 @@ def cross_validation(jobs: list[Job], metric: str) -> tuple[list[str], list[list
     header = ["setting", "folds ok", *(f"{key} mean ± std" for key in metric_keys)]
     rows = []
     for setting, members in groups.items():
-        finished = [job for job in members if job.status == "ok"]
-        cells = [
-            mean_std([job.metrics[key] for job in finished if key in job.metrics])
-            for key in metric_keys
-        ]
-        rows.append([setting, f"{len(finished)}/{len(members)}", *cells])
+        folds = [job.metrics for job in members if job.status == "ok"]  # the finished ones
+        cells = [mean_std([fold[key] for fold in folds if key in fold]) for key in metric_keys]
+        rows.append([setting, f"{len(folds)}/{len(members)}", *cells])
     return header, rows
 
 
