@@ -219,8 +219,9 @@ def plot(jobs: list[Job], metric: str, path: Path) -> bool:
     scores = [job.metrics[metric] for job in finished]
     for axis, key in zip(axes, swept, strict=True):
         values = [job.overrides.get(key, "") for job in finished]
-        numbers = as_numbers(values)
-        if numbers is None:
+        try:
+            numbers = [float(value) for value in values]
+        except ValueError:  # categories, such as model.net.activation
             categories = sorted(set(values))
             axis.scatter([categories.index(value) for value in values], scores)
             axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
@@ -233,13 +234,6 @@ def plot(jobs: list[Job], metric: str, path: Path) -> bool:
     axes[0].set_ylabel(metric)
     figure.savefig(path, dpi=100)
     return True
-
-
-def as_numbers(values: list[str]) -> list[float] | None:
-    try:
-        return [float(value) for value in values]
-    except ValueError:
-        return None
 
 
 def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> Summary:
