@@ -14,11 +14,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
-TASK_MONITOR = {"classification": ("val/acc", "max"), "regression": ("val/loss", "min")}
-OmegaConf.register_new_resolver("task_monitor", lambda task: TASK_MONITOR[task][0], replace=True)
-OmegaConf.register_new_resolver(
-    "task_monitor_mode", lambda task: TASK_MONITOR[task][1], replace=True
-)
+# task: (monitor, monitor_mode), what data.monitor and data.monitor_mode default to
+MONITORS = {"classification": ("val/acc", "max"), "regression": ("val/loss", "min")}
+OmegaConf.register_new_resolver("task_monitor", lambda task: MONITORS[task][0], replace=True)
+OmegaConf.register_new_resolver("task_monitor_mode", lambda task: MONITORS[task][1], replace=True)
 
 
 def swept() -> str:

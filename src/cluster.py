@@ -26,15 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 def check_slurm_reachable(config: DictConfig) -> None:
     """Stop a multirun on the SLURM launcher at once where ``sbatch`` is not on the PATH."""
     target = OmegaConf.select(config, "hydra.launcher._target_", default="")
-    if not target.endswith(".SlurmLauncher") or shutil.which("sbatch"):
-        return
-    raise SystemExit(
-        "error: hydra/launcher=slurm submits every job of the sweep to a SLURM cluster, but no "
-        "SLURM is reachable from this machine (the sbatch command is not on the PATH), so "
-        "nothing was submitted. Run the sweep on a machine of the cluster (its login node), or "
-        "start a one-node test cluster here with `sudo bash scripts/slurm_local.sh start`, or "
-        "run the same jobs on this machine with hydra/launcher=submitit_local (or joblib)."
-    )
+    if target.endswith(".SlurmLauncher") and not shutil.which("sbatch"):
+        raise SystemExit(
+            "error: hydra/launcher=slurm submits every job of the sweep to a SLURM cluster, but no "
+            "SLURM is reachable from this machine (the sbatch command is not on the PATH), so "
+            "nothing was submitted. Run the sweep on a machine of the cluster (its login node), "
+            "or start a one-node test cluster here with `sudo bash scripts/slurm_local.sh start`, "
+            "or run the same jobs on this machine with hydra/launcher=submitit_local (or joblib)."
+        )
 
 
 def requeue_plugins() -> list[SLURMEnvironment]:

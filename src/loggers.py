@@ -11,7 +11,7 @@ the run after a failed one) would log into the first.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from importlib.util import find_spec
 from typing import Any
 
@@ -36,9 +36,7 @@ class MLflowRun(MLFlowLogger):
         from filelock import FileLock
 
         database = (tracking_uri or "").partition("sqlite:///")[2]
-        self._setting_up: AbstractContextManager = (
-            FileLock(f"{database}.lock") if database else nullcontext()
-        )
+        self._setting_up = FileLock(f"{database}.lock") if database else nullcontext()
         with self._setting_up:  # the client creates a new store's tables
             super().__init__(tracking_uri=tracking_uri, **kwargs)
 
@@ -62,6 +60,5 @@ class WandbRun(WandbLogger):
         if self._experiment is None:
             import wandb
 
-            if wandb.run is not None:
-                wandb.finish()  # the previous run's: this run starts a new one
+            wandb.finish()  # the previous run's, if one is open: this run starts a new one
         return super().experiment

@@ -11,10 +11,10 @@ its folds (cross-validation).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,6 @@ class Job:
 @dataclass
 class Summary:
     jobs: list[Job]  # best first
-    metric: str
-    mode: str  # min or max
     markdown: str
 
 
@@ -67,14 +65,13 @@ def job_number(name: str) -> tuple[int, str]:
 
 def read_jobs(sweep_dir: Path, folders: list[Path]) -> list[Job]:
     """The jobs in ``folders``, and the others that the sweep asked for, by number."""
-    jobs = {folder.name: read_job(folder) for folder in folders}
-    for name, overrides in planned_jobs(sweep_dir).items():
-        jobs.setdefault(name, Job(name, "missing", overrides))
+    started = [read_job(folder) for folder in folders]
+    jobs = {job.name: job for job in planned_jobs(sweep_dir) + started}
     return sorted(jobs.values(), key=lambda job: job_number(job.name))
 
 
-def planned_jobs(sweep_dir: Path) -> dict[str, dict[str, str]]:
-    """Every job that the basic sweeper asked for, by number, with its overrides.
+def planned_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job that the basic sweeper asked for, by number, with its overrides (missing).
 
     It writes ``multirun.yaml`` before its first job; its jobs are the cartesian product
     of the sweep's overrides, expanded and numbered here by Hydra's own parser and sweeper
@@ -83,10 +80,10 @@ def planned_jobs(sweep_dir: Path) -> dict[str, dict[str, str]]:
     """
     multirun = sweep_dir / "multirun.yaml"
     if not multirun.is_file():
-        return {}
+        return []
     hydra = yaml.safe_load(multirun.read_text())["hydra"]
     if not hydra["sweeper"]["_target_"].endswith("BasicSweeper"):
-        return {}
+        return []
     params = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
     Plugins.instance()  # registers the config source types (file://, pkg://) to read
     search_path = ConfigSearchPathImpl()
@@ -95,7 +92,7 @@ def planned_jobs(sweep_dir: Path) -> dict[str, dict[str, str]]:
     parser = OverridesParser.create(ConfigLoaderImpl(config_search_path=search_path))
     overrides = parser.parse_overrides([*params, *hydra["overrides"]["task"]])
     [jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)
-    return {str(number): as_dict(job) for number, job in enumerate(jobs)}
+    return [Job(str(number), "missing", as_dict(job)) for number, job in enumerate(jobs)]
 
 
 def as_dict(overrides: list[str]) -> dict[str, str]:
@@ -159,20 +156,13 @@ def override_keys(jobs: list[Job]) -> tuple[list[str], list[str]]:
     return swept, [key for key in keys if key not in swept]
 
 
-def job_table(
-    jobs: list[Job], metric: str, override_keys: list[str]
-) -> tuple[list[str], list[list[Any]]]:
+def job_table(jobs: list[Job], metric: str, keys: list[str]) -> tuple[list[str], list[list[Any]]]:
     other_metrics = sorted({key for job in jobs for key in job.metrics} - {metric, "wall_time_s"})
     metric_keys = [metric, *other_metrics, "wall_time_s"]
-    header = ["job", "status", *override_keys, *metric_keys, "error"]
+    header = ["job", "status", *keys, *metric_keys, "error"]
     rows = [
-        [
-            job.name,
-            job.status,
-            *(job.overrides.get(key, "") for key in override_keys),
-            *(job.metrics.get(key, "") for key in metric_keys),
-            job.error,
-        ]
+        [job.name, job.status, *(job.overrides.get(key, "") for key in keys)]
+        + [*(job.metrics.get(key, "") for key in metric_keys), job.error]
         for job in jobs
     ]
     return header, rows
@@ -192,12 +182,9 @@ def cross_validation(jobs: list[Job], metric: str) -> tuple[list[str], list[list
     header = ["setting", "folds ok", *(f"{key} mean ± std" for key in metric_keys)]
     rows = []
     for setting, members in groups.items():
-        finished = [job for job in members if job.status == "ok"]
-        cells = [
-            mean_std([job.metrics[key] for job in finished if key in job.metrics])
-            for key in metric_keys
-        ]
-        rows.append([setting, f"{len(finished)}/{len(members)}", *cells])
+        folds = [job.metrics for job in members if job.status == "ok"]  # the finished ones
+        cells = [mean_std([fold[key] for fold in folds if key in fold]) for key in metric_keys]
+        rows.append([setting, f"{len(folds)}/{len(members)}", *cells])
     return header, rows
 
 
@@ -219,14 +206,6 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join("| " + " | ".join(cell(value) for value in line) + " |" for line in lines)
 
 
-def csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def plot(jobs: list[Job], metric: str, path: Path) -> bool:
     """The optimized metric against each parameter that varies; False if none varies."""
     finished = [job for job in jobs if metric in job.metrics]
@@ -240,8 +219,9 @@ def plot(jobs: list[Job], metric: str, path: Path) -> bool:
     scores = [job.metrics[metric] for job in finished]
     for axis, key in zip(axes, swept, strict=True):
         values = [job.overrides.get(key, "") for job in finished]
-        numbers = as_numbers(values)
-        if numbers is None:
+        try:
+            numbers = [float(value) for value in values]
+        except ValueError:  # categories, such as model.net.activation
             categories = sorted(set(values))
             axis.scatter([categories.index(value) for value in values], scores)
             axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
@@ -256,13 +236,6 @@ def plot(jobs: list[Job], metric: str, path: Path) -> bool:
     return True
 
 
-def as_numbers(values: list[str]) -> list[float] | None:
-    try:
-        return [float(value) for value in values]
-    except ValueError:
-        return None
-
-
 def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> Summary:
     """Write summary.csv, summary.md and summary.png into ``sweep_dir``; return the summary."""
     folders = job_folders(sweep_dir)
@@ -272,13 +245,14 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
     jobs = ranked(jobs, metric, mode)
     swept, common = override_keys(jobs)
     same = {key: value for job in jobs for key, value in job.overrides.items() if key in common}
-    (sweep_dir / "summary.csv").write_text(csv_text(*job_table(jobs, metric, swept + common)))
-    statuses = ("ok", "pruned", "failed")
-    counts = {status: sum(job.status == status for job in jobs) for status in statuses}
+    header, rows = job_table(jobs, metric, swept + common)
+    with open(sweep_dir / "summary.csv", "w") as file:
+        csv.writer(file, lineterminator="\n").writerows([header, *rows])
+    counts = Counter(job.status for job in jobs)
     parts = [
         f"## Sweep {sweep_dir}",
         f"{len(jobs)} jobs: {counts['ok']} ok, {counts['pruned']} pruned, "
-        f"{counts['failed']} failed, {len(jobs) - sum(counts.values())} missing. "
+        f"{counts['failed']} failed, {counts['missing']} missing. "
         f"Ranked by {metric} ({'higher' if mode == 'max' else 'lower'} is better). "
         "Same in every job: "
         + (" ".join(f"`{key}={value}`" for key, value in same.items()) or "nothing"),
@@ -291,4 +265,4 @@ def summarize(sweep_dir: Path, metric: str | None = None, mode: str | None = Non
         parts.append(f"![{metric} against each swept parameter](summary.png)")
     markdown = "\n\n".join(parts) + "\n"
     (sweep_dir / "summary.md").write_text(markdown)
-    return Summary(jobs, metric, mode, markdown)
+    return Summary(jobs, markdown)

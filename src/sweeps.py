@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.cluster import check_slurm_reachable
 from src.runs import failure, job_overrides, write_atomic
-from src.summary import ERROR_FILE, PRUNED_FILE, as_dict, planned_jobs, summarize
+from src.summary import ERROR_FILE, PRUNED_FILE, as_dict, override_keys, planned_jobs, summarize
 
 if TYPE_CHECKING:
     import lightning as L
@@ -220,8 +220,7 @@ def swept_overrides() -> str:
         lines = search_overrides(hydra.sweeper.params, raw, OverridesParser.create())
         varied = {line.get_key_element() for line in lines if line.is_sweep_override()}
     else:
-        jobs = list(planned_jobs(sweep_dir).values())
-        varied = {key for job in jobs for key in job if len({j.get(key) for j in jobs}) > 1}
+        varied = override_keys(planned_jobs(sweep_dir))[0]
     own = as_dict(list(hydra.overrides.task)).items()
     return "".join(
         f" {key.rsplit('.', 1)[-1]}={brief(value)}" for key, value in own if key in varied
