@@ -64,7 +64,10 @@ class EpochTimer(callbacks.Callback):
     """Logs ``time/epoch_s`` (training and validation) and ``time/train_samples_per_s``.
 
     Throughput counts training time only, from the epoch's start to its last training
-    batch, so a slow validation does not hide a fast training loop.
+    batch, so a slow validation does not hide a fast training loop. Lightning's
+    ``ThroughputMonitor`` measures otherwise: it waits for the GPU after every batch, times
+    the whole fit rather than each epoch, and averages over the last 100 batches, so a short
+    run logs no throughput at all.
     """
 
     def __init__(self) -> None:
