@@ -52,14 +52,14 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError
 
-from src.runs import override
+from src.runs import EXIT_CODES, override
 from src.summary import read_job
 from src.sweeps import TRIAL_ENV, search_overrides
 
 log = logging.getLogger(__name__)
 
 SCALARS = (str, int, float, bool, type(None))
-INTERRUPTED = (130, 143)  # exit codes of a run stopped by Ctrl-C or SIGTERM (src/interrupts.py)
+INTERRUPTED = tuple(EXIT_CODES.values())  # a run stopped by Ctrl-C or SIGTERM
 
 
 class OptunaSearch(Sweeper):

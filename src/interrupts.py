@@ -35,6 +35,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.runs import (
+    EXIT_CODES,
     discard_unfinished_run,
     job_overrides,
     log_file_only,
@@ -44,8 +45,6 @@ from src.runs import (
 from src.sweeps import TRIAL_ENV
 
 log = logging.getLogger(__name__)
-
-EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
 
 
 @contextmanager

@@ -48,6 +48,8 @@ KEY_PACKAGES = ("torch", "lightning", "torchmetrics", "hydra-core", "torchvision
 PATH_KEYS = ("paths.root_dir", "paths.data_dir", "paths.log_dir", "data.data_dir")
 PATH_KEYS += ("data.csv_path", "ckpt_path", "input")
 LAST = "last"  # ckpt_path=last: the newest last.ckpt
+# A run stopped by Ctrl-C or SIGTERM exits as a shell reports a process a signal ended.
+EXIT_CODES = {signum: 128 + signum for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def absolute_paths(cfg: DictConfig) -> None:
@@ -302,12 +304,12 @@ def run_reporting_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> 
     try:
         return task(cfg)
     except (KeyboardInterrupt, SIGTERMException) as error:
-        name = "SIGTERM" if isinstance(error, SIGTERMException) else "SIGINT"
-        log_file_only.warning("Stopped by %s.", name, exc_info=error)
+        signum = signal.SIGTERM if isinstance(error, SIGTERMException) else signal.SIGINT
+        log_file_only.warning("Stopped by %s.", signum.name, exc_info=error)
         discard_unfinished_run(output_dir, keep_log=False)
         kept = f"{output_dir} keeps what was written" if output_dir.exists() else "nothing kept"
-        print(f"Stopped by {name} ({kept}). Run the command again.", file=sys.stderr)
-        raise SystemExit(128 + signal.Signals[name]) from None
+        print(f"Stopped by {signum.name} ({kept}). Run the command again.", file=sys.stderr)
+        raise SystemExit(EXIT_CODES[signum]) from None
     except Exception as error:  # noqa: BLE001 - every failure ends in the one message
         message = failure(error, cfg)
         discard_unfinished_run(output_dir, keep_log=not isinstance(error, UserError))

@@ -42,7 +42,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.cluster import check_slurm_reachable
-from src.runs import failure, job_overrides, write_atomic
+from src.runs import EXIT_CODES, failure, job_overrides, write_atomic
 from src.summary import ERROR_FILE, PRUNED_FILE, as_dict, override_keys, planned_jobs, summarize
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def stop_when_orphaned(parent_pid: int) -> None:
     # (src/interrupts.py); loky would then keep the worker waiting for the next job.
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(STOP_GRACE_S)
-    os._exit(128 + signal.SIGTERM)
+    os._exit(EXIT_CODES[signal.SIGTERM])
 
 
 class SweepCallback(Callback):
