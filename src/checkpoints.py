@@ -269,8 +269,7 @@ def best_metrics(trainer: Any, monitor: str) -> dict[str, float | int]:
     path = getattr(callback, "best_model_path", "")
     if not (path and callback.monitor and callback.best_model_score is not None):
         return {}
-    # mmap: only the small pickled part is read, never the weights
-    epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    epoch = checkpoint_epoch(Path(path))
     if callback.monitor == monitor:
         score = callback.best_model_score
     elif epoch == trainer.current_epoch - 1 and monitor in trainer.callback_metrics:
@@ -278,6 +277,11 @@ def best_metrics(trainer: Any, monitor: str) -> dict[str, float | int]:
     else:
         return {}
     return {f"{monitor}_best": float(score), "best_epoch": epoch}
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint file ends; mapped, so only its small pickled part is read."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

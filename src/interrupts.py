@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -34,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from src.checkpoints import checkpoint_epoch
 from src.runs import (
     EXIT_CODES,
     discard_unfinished_run,
@@ -98,7 +98,7 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
             "to resume from. Run the same command again to start over."
         )
     # Read from the file: a stop while the epoch's checkpoints are written is after its end.
-    epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    epoch = checkpoint_epoch(last)
     batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     lost = (
         f"The {batches} batches of epoch {epoch + 1} are not in it (a mid-epoch state cannot "
