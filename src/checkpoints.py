@@ -27,7 +27,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.errors import ConfigError
 from src.models.module import SupervisedModule, spec_class
-from src.runs import LAST, eval_command, job_overrides, log_file_only, plain, replaced_atomically
+from src.runs import (
+    LAST,
+    eval_command,
+    job_overrides,
+    log_file_only,
+    override_key,
+    plain,
+    replaced_atomically,
+)
 
 log = logging.getLogger(__name__)
 EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
@@ -133,7 +141,7 @@ def choose_test_data(cfg: DictConfig, ckpt_path: Path, hparams: dict[str, Any]) 
     """
     choices = HydraConfig.get().runtime.choices
     source = f"data={choices.get('data')}"
-    if "data" not in {item.lstrip("+~").split("=")[0] for item in job_overrides()}:
+    if "data" not in map(override_key, job_overrides()):
         source = ckpt_path.parent.parent / "config.yaml"  # <run>/checkpoints/<name>.ckpt
         if not source.is_file():
             raise ConfigError(
@@ -243,7 +251,7 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     if changed:
         overrides = path.parent.parent / ".hydra" / "overrides.yaml"
         given = OmegaConf.load(overrides) if overrides.is_file() else ["unknown"]
-        used = shlex.join([item for item in given if not item.lstrip("+").startswith("ckpt_path=")])
+        used = shlex.join([item for item in given if override_key(item) != "ckpt_path"])
         raise ConfigError(
             f"ckpt_path={path} was trained with other settings than this command gives, and a "
             f"resume would silently take the checkpoint's: {'; '.join(changed)}. Resume with "

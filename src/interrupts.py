@@ -40,6 +40,7 @@ from src.runs import (
     job_overrides,
     log_file_only,
     override,
+    override_key,
     resolved_config,
 )
 from src.sweeps import TRIAL_ENV
@@ -126,10 +127,8 @@ def last_checkpoint(trainer: L.Trainer) -> Path | None:
 
 def resume_command(cfg: DictConfig, checkpoint: Path, *extra: str) -> str:
     """The command line that reruns this job's overrides from ``checkpoint`` (plus ``extra``)."""
-    replaced = ("ckpt_path", *(item.split("=")[0] for item in extra))
-    overrides = [
-        item for item in job_overrides() if item.lstrip("+~").split("=")[0] not in replaced
-    ]
+    replaced = ("ckpt_path", *map(override_key, extra))
+    overrides = [item for item in job_overrides() if override_key(item) not in replaced]
     script = Path(cfg.paths.root_dir) / "src" / "train.py"
     if script.resolve().is_relative_to(Path.cwd().resolve()):
         script = script.resolve().relative_to(Path.cwd().resolve())

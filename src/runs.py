@@ -132,6 +132,11 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def override_key(item: str) -> str:
+    """The key an override sets: ``data`` for ``data=digits``, ``+data=digits`` or ``~data``."""
+    return item.lstrip("+~").split("=")[0]
+
+
 def override(key: str, value: str) -> str:
     """``key=value`` that Hydra reads back as the string ``value``: bare if it can, else quoted.
 
