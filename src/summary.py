@@ -161,8 +161,13 @@ def job_table(jobs: list[Job], metric: str, keys: list[str]) -> tuple[list[str],
     metric_keys = [metric, *other_metrics, "wall_time_s"]
     header = ["job", "status", *keys, *metric_keys, "error"]
     rows = [
-        [job.name, job.status, *(job.overrides.get(key, "") for key in keys)]
-        + [*(job.metrics.get(key, "") for key in metric_keys), job.error]
+        [
+            job.name,
+            job.status,
+            *(job.overrides.get(key, "") for key in keys),
+            *(job.metrics.get(key, "") for key in metric_keys),
+            job.error,
+        ]
         for job in jobs
     ]
     return header, rows

@@ -223,7 +223,9 @@ class InMemoryDataModule(L.LightningDataModule):
             fold=self.fold,
             num_folds=self.num_folds,
         )
-        test_inputs, test_targets = own_test or (inputs[test], targets[test])
+        test_inputs, test_targets = (
+            own_test if own_test is not None else (inputs[test], targets[test])
+        )
         train_inputs = inputs[train].float()
         self.fit_normalization(train_inputs)
         parts = {
