@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +29,19 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # OMP_NUM_THREADS sets (num_threads=null), and so do the CLI tests' subprocesses.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+def run_script(*args: str, cwd: Path, script: str = "train") -> subprocess.CompletedProcess:
+    """``python src/<script>.py ARGS`` as a user runs it, on this checkout's code."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / f"{script}.py"), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
 
 # Small, fast and quiet: no progress bar or model summary to print, no logger files.
 QUIET = [

@@ -12,8 +12,6 @@ import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from src.predict import predict
 from src.runs import CreateRunFolder, override, run_reporting_errors
 from src.summary import job_table, read_job
 from src.train import train
-from tests.conftest import QUIET, ROOT, compose_config
+from tests.conftest import QUIET, compose_config, run_script
 
 TINY = [*QUIET, "data.num_samples=200"]
 
@@ -280,21 +278,10 @@ class Boom(Callback):
         raise RuntimeError("boom")
 
 
-def cli(*args: str, cwd: Path, script: str = "train") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "src" / f"{script}.py"), *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     logs = tmp_path / "lögs with spaces"
     base = ["data.num_samples=200", override("paths.log_dir", str(logs))]
-    trained = cli(*base, "trainer.max_epochs=2", cwd=tmp_path)
+    trained = run_script(*base, "trainer.max_epochs=2", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     (run,) = (logs / "train" / "runs").iterdir()
     lines = trained.stdout.strip().splitlines()
@@ -311,7 +298,7 @@ def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     for line in ("Command: ", "Run folder: ", "Epoch 1: ", "Saved ", "Done: val/acc_best="):
         assert line in log
 
-    evaluated = cli(base[1], "ckpt_path=last", cwd=tmp_path, script="eval")
+    evaluated = run_script(base[1], "ckpt_path=last", cwd=tmp_path, script="eval")
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"Checkpoint: {run / 'checkpoints' / 'last.ckpt'} (run mlp-synthetic)" in (
         evaluated.stdout
@@ -320,7 +307,7 @@ def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     assert json.loads((eval_run / "metrics.json").read_text())["run_name"] == "mlp-synthetic"
     assert "Done: test/acc=" in (eval_run / "eval.log").read_text()
 
-    boom = cli(*base, "+callbacks.boom._target_=tests.test_failures.Boom", cwd=tmp_path)
+    boom = run_script(*base, "+callbacks.boom._target_=tests.test_failures.Boom", cwd=tmp_path)
     assert boom.returncode == 1 and "Traceback" not in boom.stdout
     (failed,) = [folder for folder in (logs / "train" / "runs").iterdir() if folder != run]
     assert boom.stderr == f"error: RuntimeError: boom (the traceback is in {failed}/train.log)\n"
