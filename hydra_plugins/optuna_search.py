@@ -13,7 +13,7 @@ The study lives in an RDB (by default a SQLite file in the sweep folder), which 
 * several workers: the same command on several machines with a shared database URL
   runs one study;
 * pruning: each job reads its trial from the storage and reports its validation
-  metric every epoch (``src/sweeps.py``).
+  metric every epoch (``src/harness/sweeps.py``).
 
 A failed, diverged or pruned trial is an outcome, logged in one line; the search goes on.
 """
@@ -52,9 +52,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError
 
-from src.runs import EXIT_CODES, override
-from src.summary import read_job
-from src.sweeps import TRIAL_ENV, search_overrides
+from src.harness.failures import EXIT_CODES
+from src.harness.overrides import override
+from src.harness.summary import read_job
+from src.harness.sweeps import TRIAL_ENV, search_overrides
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
 
 
 def trial_overrides(trial: optuna.Trial) -> list[str]:
-    # hydra.job.env_set tells the job which trial it is (src/sweeps.py: pruning_callbacks)
+    # hydra.job.env_set tells the job which trial it is (src/harness/sweeps.py: pruning_callbacks)
     return [f"{key}={value}" for key, value in trial.params.items()] + [
         f"++hydra.job.env_set.{TRIAL_ENV}='{trial._trial_id}'"
     ]

@@ -53,7 +53,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
 import src  # noqa: E402, F401 - sets PROJECT_ROOT for the configs
-from src.speed import skip_failing_nvml_probe  # noqa: E402
+from src.harness.speed import skip_failing_nvml_probe  # noqa: E402
 from src.train import train  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -546,13 +546,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     # Without this the plain loop would pay a per-step cost that only importing Lightning
-    # causes (see src/speed.py); train() drops it the same way.
+    # causes (see src/harness/speed.py); train() drops it the same way.
     skip_failing_nvml_probe()
     for name in ("lightning.pytorch", "lightning.fabric"):  # no banners at every fit
         logging.getLogger(name).setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # which train() keeps (src/speed.py)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # which train() keeps (src/harness/speed.py)
     if args.scaling_child:
         scaling_child(args)
         return {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.summary import summarize
+from src.harness.summary import summarize
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ OmegaConf.register_new_resolver("task_monitor_mode", lambda task: MONITORS[task]
 
 def swept() -> str:
     """A sweep job's run name ends with the overrides that differ between the sweep's jobs."""
-    return importlib.import_module("src.sweeps").swept_overrides()
+    return importlib.import_module("src.harness.sweeps").swept_overrides()
 
 
 OmegaConf.register_new_resolver("swept", swept, use_cache=True, replace=True)

@@ -18,11 +18,15 @@ import hydra
 from omegaconf import DictConfig
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
-from src.build import build_data, build_trainer
-from src.checkpoints import choose_test_data, load_checkpoint, restore_model, trained_checkpoint
-from src.interrupts import exit_resumably
-from src.runs import absolute_paths, collect_metrics, record_run, report, run_reporting_errors
-from src.validation import raise_if
+from src.harness.build import build_data, build_trainer
+from src.harness.checkpoints import load_checkpoint, restore_model, trained_checkpoint
+from src.harness.eval_data import choose_test_data
+from src.harness.failures import run_reporting_errors
+from src.harness.interrupts import exit_resumably
+from src.harness.paths import absolute_paths
+from src.harness.provenance import record_run
+from src.harness.reporting import collect_metrics, report
+from src.harness.validation import raise_if
 
 log = logging.getLogger(__name__)
 

@@ -19,19 +19,17 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
-from src.build import build_trainer
-from src.checkpoints import load_checkpoint, restore_model, trained_checkpoint
 from src.data.base import TensorBatches, keep_batch
-from src.data.raw_inputs import preprocessing_state, read_inputs
-from src.errors import ConfigError
-from src.interrupts import exit_resumably
-from src.runs import (
-    absolute_paths,
-    record_run,
-    run_reporting_errors,
-    write_atomic,
-)
-from src.validation import raise_if
+from src.harness.atomic_files import write_atomic
+from src.harness.build import build_trainer
+from src.harness.checkpoints import load_checkpoint, restore_model, trained_checkpoint
+from src.harness.errors import ConfigError
+from src.harness.failures import run_reporting_errors
+from src.harness.interrupts import exit_resumably
+from src.harness.paths import absolute_paths
+from src.harness.provenance import record_run
+from src.harness.raw_inputs import preprocessing_state, read_inputs
+from src.harness.validation import raise_if
 
 log = logging.getLogger(__name__)
 

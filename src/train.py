@@ -20,23 +20,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
-from src.build import build_data, build_model, build_trainer, model_hparams
 from src.callbacks.hparams import log_hparams
-from src.checkpoints import best_metrics, resume_checkpoint
-from src.errors import ConfigError
-from src.interrupts import earlier_attempt_checkpoint, exit_resumably
-from src.runs import (
-    absolute_paths,
-    collect_metrics,
-    log_debug_changes,
-    record_run,
-    report,
-    run_identity,
-    run_reporting_errors,
-)
-from src.speed import set_threads
-from src.sweeps import sweep_job
-from src.validation import raise_if
+from src.harness.best_score import best_metrics
+from src.harness.build import build_data, build_model, build_trainer, model_hparams
+from src.harness.errors import ConfigError
+from src.harness.failures import run_reporting_errors
+from src.harness.interrupts import earlier_attempt_checkpoint, exit_resumably
+from src.harness.paths import absolute_paths
+from src.harness.provenance import log_debug_changes, record_run
+from src.harness.reporting import collect_metrics, report, run_identity
+from src.harness.resume import resume_checkpoint
+from src.harness.speed import set_threads
+from src.harness.sweeps import sweep_job
+from src.harness.validation import raise_if
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import pytest
 import torchvision.datasets
 from hydra.errors import ConfigCompositionException
 
-from src.errors import ConfigError, DataUnavailableError
-from src.runs import run_reporting_errors
+from src.harness.errors import ConfigError, DataUnavailableError
+from src.harness.failures import run_reporting_errors
 from src.train import train
 
 

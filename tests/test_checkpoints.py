@@ -11,10 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.checkpoints import resolve_ckpt_path
-from src.errors import ConfigError
 from src.eval import evaluate
-from src.runs import run_reporting_errors
+from src.harness.checkpoints import resolve_ckpt_path
+from src.harness.errors import ConfigError
+from src.harness.failures import run_reporting_errors
 from src.train import train
 from tests.conftest import QUIET, compose_config
 

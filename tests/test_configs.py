@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.runs import resolved_config
+from src.harness.provenance import resolved_config
 from tests.conftest import CONFIG_DIR, compose_config
 
 # Groups whose options are meant to be selected alone on the command line.

@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from src.errors import ConfigError
 from src.eval import evaluate
+from src.harness.errors import ConfigError
 from src.models.module import SupervisedModule
 from src.train import train
 from tests.conftest import CONFIG_DIR, QUIET, ROOT, compose_config

@@ -31,8 +31,8 @@ from scripts.dashboard_screenshots import tensorboard
 from src.callbacks.classification import ConfusionMatrix
 from src.callbacks.regression import RegressionPlots
 from src.callbacks.tensorboard import CARD_TEXT
+from src.harness.sweeps import brief
 from src.models.nets import LeNet5
-from src.sweeps import brief
 from src.train import train
 from tests.conftest import HOUSING_HEADER, QUIET, ROOT, compose_config
 

@@ -23,9 +23,11 @@ from omegaconf import DictConfig
 from scripts.benchmark import parse_args
 from src.data.base import InMemoryDataModule
 from src.eval import evaluate
+from src.harness.failures import run_reporting_errors
+from src.harness.overrides import override
+from src.harness.paths import CreateRunFolder
+from src.harness.summary import job_table, read_job
 from src.predict import predict
-from src.runs import CreateRunFolder, override, run_reporting_errors
-from src.summary import job_table, read_job
 from src.train import train
 from tests.conftest import QUIET, compose_config, run_script
 

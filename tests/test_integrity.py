@@ -17,8 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf, open_dict, read_write
 
-from src.errors import ConfigError, TrainingDiverged
 from src.eval import evaluate
+from src.harness.errors import ConfigError, TrainingDiverged
 from src.models.module import SupervisedModule
 from src.predict import predict
 from src.train import train

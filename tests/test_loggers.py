@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.errors import ConfigError
+from src.harness.errors import ConfigError
 from src.train import train
 
 TINY = ["data.num_samples=200", "trainer.max_epochs=2"]
@@ -98,7 +98,7 @@ JOB = """
 import sys, time
 from pathlib import Path
 import mlflow.store.tracking.sqlalchemy_store
-from src.loggers import MLflowRun
+from src.harness.loggers import MLflowRun
 Path(f"{sys.argv[2]}.{sys.argv[3]}").touch()  # ready
 deadline = time.monotonic() + 60
 while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:

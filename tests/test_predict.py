@@ -12,8 +12,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from src.data.images import DigitsDataModule
-from src.errors import ConfigError
 from src.eval import evaluate
+from src.harness.errors import ConfigError
 from src.models.module import SupervisedModule
 from src.predict import predict
 from src.train import train

@@ -16,8 +16,8 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
-from src.errors import ConfigError
 from src.eval import evaluate
+from src.harness.errors import ConfigError
 from src.predict import predict
 from src.train import train
 from tests.conftest import QUIET, ROOT, SHARED_DATA, compose_config

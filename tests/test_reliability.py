@@ -16,11 +16,11 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import Callback
 
-from src.callbacks.safety import DivergenceGuard
-from src.checkpoints import AtomicCheckpointIO
-from src.checkpoints import trained_checkpoint as checkpoint_to_load
-from src.errors import ConfigError, TrainingDiverged
-from src.interrupts import resume_command
+from src.harness.checkpoints import trained_checkpoint as checkpoint_to_load
+from src.harness.errors import ConfigError, TrainingDiverged
+from src.harness.interrupts import resume_command
+from src.harness.run_checkpoint import AtomicCheckpointIO
+from src.harness.safety import DivergenceGuard
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
 

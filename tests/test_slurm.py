@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
-from src.build import build_trainer
+from src.harness.build import build_trainer
 from src.models.module import SupervisedModule
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config

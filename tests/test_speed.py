@@ -15,11 +15,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src import speed
-from src.build import build_trainer
 from src.data import base
 from src.data.base import random_shift
-from src.errors import ConfigError
+from src.harness import speed
+from src.harness.build import build_trainer
+from src.harness.errors import ConfigError
 from src.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.summary import summarize
-from src.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
+from src.harness.summary import summarize
+from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from src.errors import ConfigError
-from src.models.module import spec_class
+from src.harness.allowlist import spec_class
+from src.harness.errors import ConfigError
 from src.train import train
 from tests.conftest import CONFIG_DIR, ROOT, compose_config
 

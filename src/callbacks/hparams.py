@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.callbacks.tensorboard import tensorboard_logger
-from src.runs import resolved_config
+from src.harness.provenance import resolved_config
 
 CHOSEN_GROUPS = ("model", "data", "optimizer", "scheduler")
 DATA_KEYS = ("batch_size", "fold", "num_folds", "split_seed")

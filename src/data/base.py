@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from src.errors import ConfigError
+from src.harness.errors import ConfigError
 
 TASKS = ("classification", "regression")
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from src.data.base import InMemoryDataModule
-from src.errors import DataUnavailableError
+from src.harness.errors import DataUnavailableError
 
 # torchvision class name -> folder under data_dir, as torchvision lays it out.
 TORCHVISION_SETS = ("MNIST", "FashionMNIST", "KMNIST")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from src.data.base import InMemoryDataModule, value_problems
-from src.errors import ConfigError, DataUnavailableError
+from src.harness.errors import ConfigError, DataUnavailableError
 
 LOADERS = "sklearn.datasets."
 

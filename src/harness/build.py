@@ -1,6 +1,6 @@
 """The run's objects built from the config: data module, model and Trainer.
 
-Each is built the way the run uses it and checked on the way (``src/validation.py``), so
+Each is built the way the run uses it and checked on the way (``src/harness/validation.py``), so
 one message lists every problem of the command line before any data is read. The entry
 points share these builders; none imports another.
 """
@@ -16,13 +16,13 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelSummary, ProgressBar
 from omegaconf import DictConfig
 
-from src.callbacks.safety import safety_callbacks
-from src.cluster import requeue_plugins
-from src.models.module import spec_class
-from src.runs import plain
-from src.speed import NoProfiler, skip_failing_nvml_probe
-from src.sweeps import pruning_callbacks
-from src.validation import (
+from src.harness.allowlist import spec_class
+from src.harness.cluster import requeue_plugins
+from src.harness.provenance import plain
+from src.harness.safety import safety_callbacks
+from src.harness.speed import NoProfiler, skip_failing_nvml_probe
+from src.harness.sweeps import pruning_callbacks
+from src.harness.validation import (
     accelerator_problems,
     attempt,
     checked_arguments,

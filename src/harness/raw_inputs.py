@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src.errors import ConfigError
-from src.models.module import plain_value_problem
+from src.harness.allowlist import plain_value_problem
+from src.harness.errors import ConfigError
 
 PREPROCESSING_KEYS = {"mean", "std", "input_shape"}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
-from src.errors import ConfigError
+from src.harness.errors import ConfigError
 
 
 def require(package: str) -> None:

@@ -33,19 +33,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoints import checkpoint_epoch
-from src.runs import (
-    EXIT_CODES,
-    discard_unfinished_run,
-    job_overrides,
-    log_file_only,
-    override,
-    override_key,
-    resolved_config,
-)
-from src.sweeps import TRIAL_ENV
+from src.harness.checkpoints import checkpoint_epoch
+from src.harness.failures import EXIT_CODES, discard_unfinished_run
+from src.harness.overrides import job_overrides, override, override_key
+from src.harness.provenance import resolved_config
+from src.harness.sweeps import TRIAL_ENV
 
 log = logging.getLogger(__name__)
+log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
 
 @contextmanager

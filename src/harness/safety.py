@@ -22,11 +22,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from src.errors import TrainingDiverged
-from src.interrupts import last_checkpoint
-from src.runs import eval_command, log_file_only
+from src.harness.errors import TrainingDiverged
+from src.harness.interrupts import last_checkpoint
+from src.harness.overrides import eval_command
 
 log = logging.getLogger(__name__)
+log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
 
 class DivergenceGuard(Callback):

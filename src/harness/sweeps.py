@@ -41,9 +41,18 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.cluster import check_slurm_reachable
-from src.runs import EXIT_CODES, failure, job_overrides, write_atomic
-from src.summary import ERROR_FILE, PRUNED_FILE, as_dict, override_keys, planned_jobs, summarize
+from src.harness.atomic_files import write_atomic
+from src.harness.cluster import check_slurm_reachable
+from src.harness.failures import EXIT_CODES, failure
+from src.harness.overrides import job_overrides
+from src.harness.summary import (
+    ERROR_FILE,
+    PRUNED_FILE,
+    as_dict,
+    override_keys,
+    planned_jobs,
+    summarize,
+)
 
 if TYPE_CHECKING:
     import lightning as L
@@ -173,7 +182,7 @@ def stop_when_orphaned(parent_pid: int) -> None:
         time.sleep(PARENT_POLL_S)
     log.warning("The sweep's main process (pid %d) is gone: stopping this job.", parent_pid)
     # Lightning stops after the current batch and the run says how to resume it
-    # (src/interrupts.py); loky would then keep the worker waiting for the next job.
+    # (src/harness/interrupts.py); loky would then keep the worker waiting for the next job.
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(STOP_GRACE_S)
     os._exit(EXIT_CODES[signal.SIGTERM])

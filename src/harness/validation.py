@@ -22,9 +22,9 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 from typeguard import TypeCheckError, check_type
 
-from src.errors import ConfigError
-from src.models.module import spec_class
-from src.runs import plain
+from src.harness.allowlist import spec_class
+from src.harness.errors import ConfigError
+from src.harness.provenance import plain
 
 # What building a configured object raises when a value is wrong.
 BUILD_ERRORS = (ValueError, TypeError, KeyError, MisconfigurationException, ConfigError)

@@ -16,7 +16,7 @@ import joblib
 import torch
 from lightning.pytorch.profilers import PassThroughProfiler
 
-from src.errors import ConfigError
+from src.harness.errors import ConfigError
 
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 NO_CONTEXT = contextlib.nullcontext()

@@ -1,0 +1,121 @@
+"""Checkpoints found and checked before any other work, and models rebuilt from them safely.
+
+``ckpt_path`` is checked up front (it exists, it is a checkpoint of this project, it names
+no code) so a typo costs a one-line message, not a data load followed by a traceback from
+deep inside Lightning. Checkpoints may come from anywhere: they are read with torch's
+``weights_only=True`` and rebuilt only through the allow-list (``src/harness/allowlist.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.harness.errors import ConfigError
+from src.harness.paths import LAST
+from src.models.module import SupervisedModule
+
+log = logging.getLogger(__name__)
+log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
+
+EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
+
+
+def resolve_ckpt_path(ckpt_path: str | None, search_dir: Path) -> Path | None:
+    """``None``, an existing file, or for ``last`` the newest ``last.ckpt`` under
+    ``search_dir`` (single runs and multirun jobs alike)."""
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == LAST:
+        found = sorted(search_dir.rglob("last.ckpt"), key=lambda path: path.stat().st_mtime)
+        if not found:
+            raise ConfigError(
+                f"ckpt_path=last found no last.ckpt under {search_dir}. Train first, or give "
+                f"the path of a checkpoint: ckpt_path={EXAMPLE}"
+            )
+        return found[-1]
+    path = Path(ckpt_path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} {'is a folder' if path.is_dir() else 'does not exist'} "
+            "(relative paths start from the folder the command runs in). Give the path of a "
+            ".ckpt file written by "
+            f"training (for example {EXAMPLE}), or ckpt_path=last for the newest last.ckpt "
+            f"under {search_dir}."
+        )
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with torch's safe loader; refuse anything that is not one of ours."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a non-checkpoint
+        detail = (  # torch's own text is pages of advice to load it unsafely
+            "torch's safe loader refuses it: not a checkpoint, or Python objects whose "
+            "loading could run code"
+            if isinstance(error, pickle.UnpicklingError)
+            else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else '-'}"
+        )
+        raise ConfigError(
+            f"ckpt_path={path} is not a readable checkpoint ({detail}). Give a .ckpt file "
+            "written by training."
+        ) from error
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= {*checkpoint}:
+        raise ConfigError(
+            f"ckpt_path={path} is a torch file but not a Lightning checkpoint of this project "
+            "(it has no state_dict and hyper_parameters). Give a .ckpt file written by training."
+        )
+    return checkpoint
+
+
+def restore_model(checkpoint: dict[str, Any], path: Path) -> SupervisedModule:
+    """The trained model, rebuilt from a checkpoint already read by :func:`load_checkpoint`.
+
+    ``SupervisedModule`` refuses hyperparameters that name anything but this project's
+    nets and torch's optimizers, or hold anything but plain values.
+    """
+    try:
+        model = SupervisedModule(**checkpoint["hyper_parameters"])
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(
+            f"ckpt_path={path} was refused: its hyper_parameters are not what training with "
+            f"this project writes ({error}). Loading a checkpoint runs no code it names; use "
+            "a checkpoint written by this project's training."
+        ) from None
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
+def trained_checkpoint(cfg: DictConfig) -> Path:
+    """The checkpoint ``eval.py`` and ``predict.py`` use; they cannot run without one."""
+    path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.trained_task)
+    if path is None:
+        raise ConfigError(
+            "no checkpoint given: pass ckpt_path=PATH (a .ckpt file written by training, for "
+            f"example {EXAMPLE}) or ckpt_path=last."
+        )
+    if not path.resolve().is_relative_to(Path(cfg.paths.log_dir).resolve()):
+        log.warning(
+            "Checkpoint %s is not under %s: it does not come from one of this project's runs. "
+            "It is loaded with weights_only=True and runs no code it names.",
+            path,
+            cfg.paths.log_dir,
+        )
+    recorded = path.parent.parent / "config.yaml"  # <run>/checkpoints/<name>.ckpt
+    with open_dict(cfg):  # recorded in this run's config.yaml and metrics.json
+        cfg.ckpt_path = str(path)
+        if cfg.get("run_name") is None and recorded.is_file():
+            cfg.run_name = OmegaConf.load(recorded).get("run_name")
+    log.info("Checkpoint: %s%s", path, f" (run {cfg.run_name})" if cfg.run_name else "")
+    return path
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint file ends; mapped, so only its small pickled part is read."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]

@@ -1,0 +1,45 @@
+"""The run's result: its metrics, name and tags in ``metrics.json`` and its last console line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from src.harness.atomic_files import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def report(
+    trainer: Any, cfg: DictConfig, metrics: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """The run's metrics with its name, tags and wall time, which the global rank 0 writes
+    to ``metrics.json`` and sums up in the run's last line: its headline metric and folder.
+    That is the best checkpoint's validation score and epoch, and its test score: what the
+    run keeps. A run without a best checkpoint shows its final validation score instead."""
+    metrics = {**run_identity(cfg), **metrics, "wall_time_s": time.perf_counter() - started}
+    if not trainer.is_global_zero:
+        return metrics
+    output_dir, monitor = Path(cfg.paths.output_dir), cfg.data.monitor
+    write_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    best = f"{monitor}_best"
+    names = [best if best in metrics else monitor, monitor.replace("val/", "test/", 1)]
+    shown = [f"{name}={metrics[name]:.4g}" for name in dict.fromkeys(names) if name in metrics]
+    if best in metrics:
+        shown[0] += f" (epoch {metrics['best_epoch']})"
+    log.info("Done%s. Run folder: %s", f": {', '.join(shown)}" if shown else "", output_dir)
+    return metrics
+
+
+def collect_metrics(trainer: Any) -> dict[str, float]:
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The run's name and tags, recorded in metrics.json and the loggers' hyperparameters."""
+    return {"run_name": cfg.get("run_name"), "tags": list(cfg.get("tags") or [])}

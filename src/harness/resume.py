@@ -1,0 +1,78 @@
+"""The checkpoint a training run resumes from, refused when the command would train
+something else than the checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.harness.checkpoints import load_checkpoint, resolve_ckpt_path, restore_model
+from src.harness.errors import ConfigError
+from src.harness.overrides import eval_command, override_key
+
+log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
+
+
+# Where each hyperparameter comes from in the config, for messages.
+HPARAM_KEYS = {"net": "model.net", "optimizer": "optimizer", "scheduler": "scheduler"}
+HPARAM_KEYS |= {"task": "data.task", "num_outputs": "data.num_outputs", "monitor": "data.monitor"}
+
+
+def differences(trained: Any, configured: Any, key: str) -> list[str]:
+    """``key: <trained> in the checkpoint, <configured> here`` for each value that differs."""
+    if isinstance(trained, dict) and isinstance(configured, dict):
+        names = dict.fromkeys([*trained, *configured])
+        return [
+            line
+            for n in names
+            for line in differences(trained.get(n), configured.get(n), f"{key}.{n}")
+        ]
+    return (
+        []
+        if trained == configured
+        else [f"{key}: {trained!r} in the checkpoint, {configured!r} here"]
+    )
+
+
+def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
+    """The checkpoint ``train`` resumes from, checked against the module the config builds.
+
+    A resume takes the model and the optimizer's and scheduler's state (their settings
+    included) from the checkpoint, whatever the config says. So a config that differs in
+    any of ``hparams`` (the module's arguments) is refused before any work, with every
+    difference and the overrides of the checkpoint's run: the run's ``config.yaml`` then
+    never records a value that did not run.
+    """
+    path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
+    if path is None:
+        return None
+    checkpoint = load_checkpoint(path)
+    trained = restore_model(checkpoint, path).hparams
+    epoch, max_epochs = checkpoint.get("epoch", 0), cfg.trainer.get("max_epochs")
+    if cfg.get("train") and max_epochs not in (None, -1) and epoch > max_epochs:
+        raise ConfigError(
+            f"ckpt_path={path} has trained {epoch + 1} epochs, more than trainer.max_epochs="
+            f"{max_epochs}. Resume with trainer.max_epochs above {epoch + 1} to train on, or "
+            f"test it: {eval_command(path)}"
+        )
+    changed = [
+        line
+        for name, key in HPARAM_KEYS.items()
+        for line in differences(trained.get(name), hparams[name], key)
+    ]
+    if changed:
+        overrides = path.parent.parent / ".hydra" / "overrides.yaml"
+        given = OmegaConf.load(overrides) if overrides.is_file() else ["unknown"]
+        used = shlex.join([item for item in given if override_key(item) != "ckpt_path"])
+        raise ConfigError(
+            f"ckpt_path={path} was trained with other settings than this command gives, and a "
+            f"resume would silently take the checkpoint's: {'; '.join(changed)}. Resume with "
+            f"the overrides of that run ({used}) and change only what training may change "
+            "(trainer.max_epochs, for example), or start a new run without ckpt_path."
+        )
+    return str(path)
