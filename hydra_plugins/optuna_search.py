@@ -54,6 +54,7 @@ from sqlalchemy.exc import DBAPIError
 
 from src.harness.failures import EXIT_CODES
 from src.harness.overrides import override
+from src.harness.problems import stop_with_error
 from src.harness.summary import read_job
 from src.harness.sweeps import TRIAL_ENV, search_overrides
 
@@ -96,16 +97,16 @@ class OptunaSearch(Sweeper):
             space, fixed = search_space(search_overrides(self.params, arguments, parser))
             sampler, pruner = self.algorithms(space)
         except (HydraException, ValueError, TypeError) as error:
-            raise SystemExit(f"error: the search's settings (hydra.sweeper): {error}") from None
+            stop_with_error(f"the search's settings (hydra.sweeper): {error}")
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
             study = self.open_study(sampler, pruner)
         except Exception as error:  # a URL that names no database, or one out of reach
-            raise SystemExit(
-                f"error: cannot open the study {self.study_name!r} in "
+            stop_with_error(
+                f"cannot open the study {self.study_name!r} in "
                 f"hydra.sweeper.storage={self.storage_url}: {type(error).__name__}: {error}"
-            ) from None
+            )
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         metric = self.config.get("optimized_metric")
         while (batch := self.next_batch(study, space)) != []:

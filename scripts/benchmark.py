@@ -552,7 +552,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         logging.getLogger(name).setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # which train() keeps (src/harness/speed.py)
+        os.environ["OMP_NUM_THREADS"] = str(
+            args.threads
+        )  # which train() keeps (src/harness/speed.py)
     if args.scaling_child:
         scaling_child(args)
         return {}

@@ -24,9 +24,9 @@ from src.harness.eval_data import choose_test_data
 from src.harness.failures import run_reporting_errors
 from src.harness.interrupts import exit_resumably
 from src.harness.paths import absolute_paths
+from src.harness.problems import Problems
 from src.harness.provenance import record_run
 from src.harness.reporting import collect_metrics, report
-from src.harness.validation import raise_if
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)
     choose_test_data(cfg, ckpt_path, checkpoint["hyper_parameters"])
-    problems: list[str] = []
-    datamodule, trainer = build_data(cfg, problems), build_trainer(cfg, problems)
-    raise_if(problems)
+    datamodule, trainer = Problems().build_all(cfg, build_data, build_trainer)
     datamodule.prepare_data()
     datamodule.setup("test")
     record_run(cfg, output_dir)

@@ -27,9 +27,9 @@ from src.harness.errors import ConfigError
 from src.harness.failures import run_reporting_errors
 from src.harness.interrupts import exit_resumably
 from src.harness.paths import absolute_paths
+from src.harness.problems import Problems
 from src.harness.provenance import record_run
 from src.harness.raw_inputs import preprocessing_state, read_inputs
-from src.harness.validation import raise_if
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def predict(cfg: DictConfig) -> Path:
             "no input given: pass input=FILE_OR_FOLDER (a CSV of feature rows for tabular "
             "models, a folder of PNG images or an .npy array for image models)."
         )
-    problems: list[str] = []
-    trainer = build_trainer(cfg, problems)
-    raise_if(problems)
+    [trainer] = Problems().build_all(cfg, build_trainer)
     checkpoint = load_checkpoint(ckpt_path)
     names, inputs = read_inputs(Path(cfg.input), preprocessing_state(checkpoint))
 

@@ -27,12 +27,12 @@ from src.harness.errors import ConfigError
 from src.harness.failures import run_reporting_errors
 from src.harness.interrupts import earlier_attempt_checkpoint, exit_resumably
 from src.harness.paths import absolute_paths
+from src.harness.problems import Problems
 from src.harness.provenance import log_debug_changes, record_run
 from src.harness.reporting import collect_metrics, report, run_identity
 from src.harness.resume import resume_checkpoint
 from src.harness.speed import set_threads
 from src.harness.sweeps import sweep_job
-from src.harness.validation import raise_if
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     absolute_paths(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    problems: list[str] = []
-    datamodule, model, trainer = (
-        build(cfg, problems) for build in (build_data, build_model, build_trainer)
-    )
-    raise_if(problems)
+    datamodule, model, trainer = Problems().build_all(cfg, build_data, build_model, build_trainer)
     if not cfg.get("train") and cfg.get("ckpt_path") is None:
         raise ConfigError(
             "train=false tests a trained checkpoint: give it with ckpt_path=PATH (or "

@@ -25,6 +25,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
 from src.harness.build import build_trainer
+from src.harness.problems import Problems
 from src.models.module import SupervisedModule
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
@@ -67,11 +68,12 @@ def test_inside_a_submitit_job_lightning_leaves_the_requeue_to_submitit(make_cfg
         "SLURM_JOB_NAME": "train",
     }.items():
         monkeypatch.setenv(name, value)
-    lightning_alone = build_trainer(make_cfg(), [])._accelerator_connector.cluster_environment
+    trainer = build_trainer(make_cfg(), Problems())
+    lightning_alone = trainer._accelerator_connector.cluster_environment
     assert isinstance(lightning_alone, SLURMEnvironment) and lightning_alone.auto_requeue
 
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    environment = build_trainer(make_cfg(), [])._accelerator_connector.cluster_environment
+    environment = build_trainer(make_cfg(), Problems())._accelerator_connector.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
 
 

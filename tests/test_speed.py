@@ -20,6 +20,7 @@ from src.data.base import random_shift
 from src.harness import speed
 from src.harness.build import build_trainer
 from src.harness.errors import ConfigError
+from src.harness.problems import Problems
 from src.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,8 @@ def test_augment_shift_on_tabular_data_is_refused(make_cfg) -> None:
 
 
 def test_trainer_gets_the_cheap_profiler_unless_one_is_chosen(make_cfg) -> None:
-    assert isinstance(build_trainer(make_cfg(), []).profiler, speed.NoProfiler)
-    chosen = build_trainer(make_cfg("+trainer.profiler=simple"), []).profiler
+    assert isinstance(build_trainer(make_cfg(), Problems()).profiler, speed.NoProfiler)
+    chosen = build_trainer(make_cfg("+trainer.profiler=simple"), Problems()).profiler
     assert type(chosen).__name__ == "SimpleProfiler"
 
 

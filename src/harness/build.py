@@ -7,6 +7,7 @@ points share these builders; none imports another.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,13 @@ from omegaconf import DictConfig
 
 from src.harness.allowlist import spec_class
 from src.harness.cluster import requeue_plugins
+from src.harness.problems import CannotBuild, Problems
 from src.harness.provenance import plain
 from src.harness.safety import safety_callbacks
 from src.harness.speed import NoProfiler, skip_failing_nvml_probe
 from src.harness.sweeps import pruning_callbacks
 from src.harness.validation import (
     accelerator_problems,
-    attempt,
     checked_arguments,
     checked_spec,
     pair_problems,
@@ -43,42 +44,40 @@ def model_hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def build_data(cfg: DictConfig, problems: list[str]) -> L.LightningDataModule | None:
+def build_data(cfg: DictConfig, problems: Problems) -> L.LightningDataModule:
     """The data module, not yet holding any data."""
     defaults = checked_spec(cfg.data, "data", problems)
-    if defaults is None:
-        return None
-    return attempt("data", lambda: instantiate(cfg.data, **defaults), problems)
+    return problems.attempt("data", lambda: instantiate(cfg.data, **defaults))
 
 
-def build_model(cfg: DictConfig, problems: list[str]) -> L.LightningModule | None:
+def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
     """The module and its net, checked as training will use them: the data the net declares
     it supports, its arguments, then the optimizer and scheduler built on its parameters."""
     hparams = model_hparams(cfg)
     net_class = spec_class(hparams["net"], "net")[0]
     configs = Path(cfg.paths.root_dir) / "configs"
-    found = pair_problems(net_class, cfg.data.task, list(cfg.data.input_shape), configs)
-    problems += found
-    buildable = not found
-    for name, key in (("net", "model.net"), ("optimizer", "optimizer"), ("scheduler", "scheduler")):
-        if hparams[name]:
-            spec = {k: v for k, v in hparams[name].items() if k != "interval"}  # Lightning's
-            defaults = checked_arguments(*spec_class(spec, name), key, problems)
-            buildable = buildable and defaults is not None
-            hparams[name] = {**hparams[name], **(defaults or {})}
-    if not buildable:
-        return None
-    model = attempt(
-        "model.net",
-        lambda: get_class(cfg.model._target_)(**hparams, compile=cfg.model.compile),
-        problems,
+    unpaired = pair_problems(net_class, cfg.data.task, list(cfg.data.input_shape), configs)
+    problems.add(*unpaired)
+
+    def check(name: str, key: str) -> None:
+        spec = {k: v for k, v in hparams[name].items() if k != "interval"}  # Lightning's
+        hparams[name] = {
+            **hparams[name],
+            **checked_arguments(*spec_class(spec, name), key, problems),
+        }
+
+    keys = (("net", "model.net"), ("optimizer", "optimizer"), ("scheduler", "scheduler"))
+    problems.each(functools.partial(check, name, key) for name, key in keys if hparams[name])
+    if unpaired:
+        raise CannotBuild
+    model = problems.attempt(
+        "model.net", lambda: get_class(cfg.model._target_)(**hparams, compile=cfg.model.compile)
     )
-    if model is not None:
-        attempt("optimizer", model.configure_optimizers, problems)
+    problems.attempt("optimizer", model.configure_optimizers)
     return model
 
 
-def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
+def build_trainer(cfg: DictConfig, problems: Problems) -> L.Trainer:
     """The Trainer with the configured callbacks and loggers, and the ones that guard the
     run. A callback that a trainer flag switches off (``enable_progress_bar=false``,
     ``enable_model_summary=false``) is left out rather than refused, as that flag asks, and so
@@ -88,15 +87,14 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
         for group in ("callbacks", "logger")
         for name, spec in (cfg.get(group) or {}).items()
     }
-    built = {}
-    for key, spec in specs.items():
+
+    def build(key: str, spec: Any) -> tuple[str, Any]:
         defaults = checked_spec(spec, key, problems)
-        if defaults is not None:
-            built[key] = attempt(key, lambda s=spec, d=defaults: instantiate(s, **d), problems)
-    problems += accelerator_problems(cfg.trainer.get("accelerator"))
+        return key, problems.attempt(key, lambda: instantiate(spec, **defaults))
+
+    problems.add(*accelerator_problems(cfg.trainer.get("accelerator")))
+    built = dict(problems.each(functools.partial(build, *item) for item in specs.items()))
     defaults = checked_spec(cfg.trainer, "trainer", problems)
-    if defaults is None or None in built.values():
-        return None
     # A progress bar on a terminal only: in a file or a pipe it is a heap of escape codes
     # (the run's log then prints each epoch's metrics instead: EpochLog).
     bar = sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar") is not False
@@ -114,7 +112,7 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
     skip_failing_nvml_probe()
     # A profiler chosen in the config (debug=profiler) wins over the cheap no-op.
     quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
-    return attempt(
+    return problems.attempt(
         "trainer",
         lambda: instantiate(
             cfg.trainer,
@@ -127,5 +125,4 @@ def build_trainer(cfg: DictConfig, problems: list[str]) -> L.Trainer | None:
             + requeue_plugins(),
             **quiet,
         ),
-        problems,
     )

@@ -22,13 +22,15 @@ import shutil
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from src.harness.problems import stop_with_error
+
 
 def check_slurm_reachable(config: DictConfig) -> None:
     """Stop a multirun on the SLURM launcher at once where ``sbatch`` is not on the PATH."""
     target = OmegaConf.select(config, "hydra.launcher._target_", default="")
     if target.endswith(".SlurmLauncher") and not shutil.which("sbatch"):
-        raise SystemExit(
-            "error: hydra/launcher=slurm submits every job of the sweep to a SLURM cluster, but no "
+        stop_with_error(
+            "hydra/launcher=slurm submits every job of the sweep to a SLURM cluster, but no "
             "SLURM is reachable from this machine (the sbatch command is not on the PATH), so "
             "nothing was submitted. Run the sweep on a machine of the cluster (its login node), "
             "or start a one-node test cluster here with `sudo bash scripts/slurm_local.sh start`, "

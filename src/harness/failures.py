@@ -70,9 +70,9 @@ def raise_sigterm(signum: int, frame: Any) -> None:
 def run_reporting_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Call ``task(cfg)``; end any failure in one paragraph on the console and a non-zero exit.
 
-    What the trainer interrupted is reported by ``src/harness/interrupts.py``; an interrupt before the
-    trainer's work ends here. An error that is not the user's to fix leaves only the run's
-    log file, which holds its traceback.
+    What the trainer interrupted is reported by ``src/harness/interrupts.py``; an interrupt
+    before the trainer's work ends here. An error that is not the user's to fix leaves only
+    the run's log file, which holds its traceback.
     """
     output_dir = Path(cfg.paths.output_dir)
     previous = signal.signal(signal.SIGTERM, raise_sigterm)

@@ -18,6 +18,8 @@ from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from src.harness.problems import stop_with_error
+
 # The options that are paths; paths.* first, as data.data_dir interpolates paths.data_dir.
 PATH_KEYS = ("paths.root_dir", "paths.data_dir", "paths.log_dir", "data.data_dir")
 PATH_KEYS += ("data.csv_path", "ckpt_path", "input")
@@ -51,8 +53,8 @@ class CreateRunFolder(Callback):
             if shutil.disk_usage(existing).free < 2**20:  # not even Hydra's own files fit
                 raise OSError(errno.ENOSPC, "less than 1 MB free")
             Path(folder).mkdir(parents=True, exist_ok=True)
-        except OSError as error:  # SystemExit: Hydra turns a callback's exceptions into warnings
-            raise SystemExit(
-                f"error: cannot write the run folder {folder} ({error.strerror}). Free space "
+        except OSError as error:
+            stop_with_error(
+                f"cannot write the run folder {folder} ({error.strerror}). Free space "
                 "there, or choose a folder you can write to with paths.log_dir=FOLDER."
-            ) from None
+            )

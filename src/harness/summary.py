@@ -27,7 +27,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-ERROR_FILE = "error.txt"  # a failed job's one-line error, then its traceback (src/harness/sweeps.py)
+ERROR_FILE = (
+    "error.txt"  # a failed job's one-line error, then its traceback (src/harness/sweeps.py)
+)
 PRUNED_FILE = "pruned.txt"  # why a search stopped the job early, likewise
 FOLD_KEY = "data.fold"
 # Metric names that grow with quality; any other metric (loss, error) is minimized.

@@ -45,6 +45,7 @@ from src.harness.atomic_files import write_atomic
 from src.harness.cluster import check_slurm_reachable
 from src.harness.failures import EXIT_CODES, failure
 from src.harness.overrides import job_overrides
+from src.harness.problems import stop_with_error
 from src.harness.summary import (
     ERROR_FILE,
     PRUNED_FILE,
@@ -113,7 +114,7 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
             f"{fix} (for a search, with the matching direction)."
         )
         log.error(message)
-        raise SystemExit(f"error: {message}")
+        stop_with_error(message)
     return float(metrics[name])
 
 
@@ -205,9 +206,8 @@ class SweepCallback(Callback):
         not_ok = [job.name for job in summary.jobs if job.status != "ok"]
         search = not config.hydra.sweeper._target_.endswith("BasicSweeper")
         if not_ok and not (search and len(not_ok) < len(summary.jobs)):
-            # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings.
-            raise SystemExit(
-                f"error: {len(not_ok)} of {len(summary.jobs)} jobs did not finish "
+            stop_with_error(
+                f"{len(not_ok)} of {len(summary.jobs)} jobs did not finish "
                 f"(jobs {', '.join(not_ok)}); their folders in {sweep_dir} hold error.txt, "
                 f"and {sweep_dir / 'summary.md'} lists every job."
             )

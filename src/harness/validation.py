@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 from typeguard import TypeCheckError, check_type
 
 from src.harness.allowlist import spec_class
-from src.harness.errors import ConfigError
+from src.harness.problems import CannotBuild, Problems
 from src.harness.provenance import plain
-
-# What building a configured object raises when a value is wrong.
-BUILD_ERRORS = (ValueError, TypeError, KeyError, MisconfigurationException, ConfigError)
-BUILD_ERRORS += (InstantiationException,)
 
 
 def keyword_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
@@ -72,19 +65,21 @@ def holds_spec(value: Any) -> bool:
 
 
 def checked_arguments(
-    cls: type, arguments: dict[str, Any], key: str, problems: list[str]
-) -> dict[str, Any] | None:
+    cls: type, arguments: dict[str, Any], key: str, problems: Problems
+) -> dict[str, Any]:
     """Defaults to build ``cls`` with in place of the values of the wrong type; their
-    problems go to ``problems``. ``None`` if ``cls`` cannot be built: an unknown argument,
-    or a required one of the wrong type."""
+    problems go to ``problems``. ``CannotBuild`` if ``cls`` cannot be built: an unknown
+    argument, or a required one of the wrong type."""
     parameters = keyword_parameters(cls)
     if parameters is None:
         return {}
     unknown = [name for name in arguments if name not in parameters]
-    problems += [
-        f"{key}.{name} is not an argument of {cls.__name__} (it takes: {', '.join(parameters)})"
-        for name in unknown
-    ]
+    problems.add(
+        *(
+            f"{key}.{name} is not an argument of {cls.__name__} (it takes: {', '.join(parameters)})"
+            for name in unknown
+        )
+    )
     buildable, replaced = not unknown, {}
     for name, value in arguments.items():
         if name in unknown or holds_spec(value):
@@ -93,13 +88,15 @@ def checked_arguments(
         try:
             check_type(value, annotation)
         except TypeCheckError:
-            problems.append(f"{key}.{name}={value!r} must be {described(annotation)}")
+            problems.add(f"{key}.{name}={value!r} must be {described(annotation)}")
             buildable = buildable and default is not inspect.Parameter.empty
             replaced[name] = default
-    return replaced if buildable else None
+    if not buildable:
+        raise CannotBuild
+    return replaced
 
 
-def checked_spec(node: Any, key: str, problems: list[str]) -> dict[str, Any] | None:
+def checked_spec(node: Any, key: str, problems: Problems) -> dict[str, Any]:
     """:func:`checked_arguments` of a ``_target_`` config node (nested specs skipped)."""
     spec = plain(node)
     from hydra.utils import get_class
@@ -107,20 +104,10 @@ def checked_spec(node: Any, key: str, problems: list[str]) -> dict[str, Any] | N
     try:
         cls = get_class(spec["_target_"])
     except Exception as error:  # noqa: BLE001 - Hydra raises several kinds for a bad name
-        problems.append(f"{key}._target_={spec['_target_']!r} cannot be imported ({error})")
-        return None
+        problems.add(f"{key}._target_={spec['_target_']!r} cannot be imported ({error})")
+        raise CannotBuild from None
     arguments = {name: value for name, value in spec.items() if not name.startswith("_")}
     return checked_arguments(cls, arguments, key, problems)
-
-
-def attempt(key: str, build: Callable[[], Any], problems: list[str]) -> Any:
-    """``build()``, or ``None`` with the library's own message added to ``problems``."""
-    try:
-        return build()
-    except BUILD_ERRORS as error:
-        cause = error.__cause__ or error  # Hydra wraps a constructor's error
-        problems.append(f"{key}: {str(cause).splitlines()[0] if str(cause) else repr(cause)}")
-        return None
 
 
 def supported(net_class: type, task: str, input_shape: list[int]) -> bool:
@@ -158,9 +145,3 @@ def accelerator_problems(accelerator: str | None) -> list[str]:
             "trainer.accelerator=mps needs Apple silicon and an MPS torch build; use trainer=cpu."
         ]
     return []
-
-
-def raise_if(problems: list[str]) -> None:
-    """One ``ConfigError`` listing every problem, if there is any."""
-    if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
