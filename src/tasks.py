@@ -111,7 +111,7 @@ class Regression(Task):
 
 class MultiLabel(Task):
     """Any number of ``num_outputs`` labels per example (a 0/1 target each): binary
-    cross-entropy on logits, F1 per label (averaged), each label on at probability 0.5."""
+    cross-entropy on logits, F1 per label (averaged), each label on above probability 0.5."""
 
     monitor, monitor_mode = "val/f1", "max"
     threshold = 0.5
@@ -126,7 +126,7 @@ class MultiLabel(Task):
         return outputs.sigmoid()
 
     def decide(self, predictions: Tensor) -> Tensor:
-        return (predictions >= self.threshold).float()
+        return (predictions > self.threshold).float()  # as torchmetrics decides
 
     def table(self, predictions: Tensor, labels: list[str] | None) -> tuple[list[str], list[Row]]:
         labels = labels or [f"label_{k}" for k in range(predictions.shape[1])]
