@@ -13,8 +13,8 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy, MultilabelF1Score
+from torchmetrics import F1Score, Metric
+from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 Row = list[Any]
@@ -110,8 +110,9 @@ class Regression(Task):
 
 
 class MultiLabel(Task):
-    """Any number of ``num_outputs`` labels per example (a 0/1 target each): binary
-    cross-entropy on logits, F1 per label (averaged), each label on above probability 0.5."""
+    """Any number of ``num_outputs`` labels per example (a 0/1 target each; one label is a
+    binary target): binary cross-entropy on logits, F1 per label (averaged), each label on
+    above probability 0.5."""
 
     monitor, monitor_mode = "val/f1", "max"
     threshold = 0.5
@@ -120,7 +121,10 @@ class MultiLabel(Task):
         return F.binary_cross_entropy_with_logits(outputs, targets)
 
     def metrics(self, num_outputs: int) -> dict[str, Metric]:
-        return {"f1": MultilabelF1Score(num_outputs, threshold=self.threshold, average="macro")}
+        kind = "multilabel" if num_outputs > 1 else "binary"  # one label: a binary target
+        return {
+            "f1": F1Score(kind, threshold=self.threshold, num_labels=num_outputs, average="macro")
+        }
 
     def predictions(self, outputs: Tensor) -> Tensor:
         return outputs.sigmoid()
