@@ -151,7 +151,7 @@ def plain_epochs(cfg: DictConfig, epochs: int, device: torch.device) -> tuple[li
     torch.manual_seed(cfg.seed)
     net = instantiate(cfg.model.net).to(device)
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-    loss_fn = F.cross_entropy if cfg.data.task == "classification" else F.mse_loss
+    loss_fn = datamodule.task.loss
     batch_size = cfg.data.batch_size
     times = []
     for _ in range(epochs + 1):

@@ -14,10 +14,19 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
-# task: (monitor, monitor_mode), what data.monitor and data.monitor_mode default to
-MONITORS = {"classification": ("val/acc", "max"), "regression": ("val/loss", "min")}
-OmegaConf.register_new_resolver("task_monitor", lambda task: MONITORS[task][0], replace=True)
-OmegaConf.register_new_resolver("task_monitor_mode", lambda task: MONITORS[task][1], replace=True)
+
+
+def task_monitor(name: str) -> str:
+    """What ``data.monitor`` defaults to: the metric that picks the task's best checkpoint."""
+    return importlib.import_module("src.tasks").task(name).monitor
+
+
+def task_monitor_mode(name: str) -> str:
+    return importlib.import_module("src.tasks").task(name).monitor_mode
+
+
+OmegaConf.register_new_resolver("task_monitor", task_monitor, replace=True)
+OmegaConf.register_new_resolver("task_monitor_mode", task_monitor_mode, replace=True)
 
 
 def swept() -> str:

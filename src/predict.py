@@ -1,8 +1,9 @@
 """Predict on new inputs: ``python src/predict.py ckpt_path=PATH input=FILE_OR_FOLDER``.
 
 checkpoint -> inputs preprocessed with the statistics saved in it -> model rebuilt from
-it -> ``Trainer.predict`` -> predictions.csv (class and per-class probabilities, or the
-regressed values). Needs neither the training data nor the network.
+it -> ``Trainer.predict`` -> predictions.csv, in the columns of the checkpoint's task (class
+and per-class probabilities, each label's 0/1 and probability, or the regressed values).
+Needs neither the training data nor the network.
 """
 
 from __future__ import annotations
@@ -30,28 +31,20 @@ from src.harness.paths import absolute_paths
 from src.harness.problems import Problems
 from src.harness.provenance import record_run
 from src.harness.raw_inputs import preprocessing_state, read_inputs
+from src.tasks import TASKS, Task
 
 log = logging.getLogger(__name__)
 
 
-def predictions_csv(names: list[str], outputs: torch.Tensor, task: str) -> str:
-    """One row per input: ``input,class,prob_0,...`` or ``input,prediction`` (``_k`` per output)."""
-    if task == "classification":
-        header = ["input", "class", *(f"prob_{k}" for k in range(outputs.shape[1]))]
-        rows = [
-            [name, int(row.argmax()), *row.tolist()]
-            for name, row in zip(names, outputs, strict=True)
-        ]
-    else:
-        columns = (
-            ["prediction"]
-            if outputs.shape[1] == 1
-            else [f"prediction_{k}" for k in range(outputs.shape[1])]
-        )
-        header = ["input", *columns]
-        rows = [[name, *row.tolist()] for name, row in zip(names, outputs, strict=True)]
+def predictions_csv(
+    names: list[str], predictions: torch.Tensor, task: Task, labels: list[str] | None = None
+) -> str:
+    """One row per input: its name, then the task's columns (``src/tasks.py``)."""
+    columns, rows = task.table(predictions, labels)
     text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([header, *rows])
+    csv.writer(text, lineterminator="\n").writerows(
+        [["input", *columns], *([name, *row] for name, row in zip(names, rows, strict=True))]
+    )
     return text.getvalue()
 
 
@@ -68,7 +61,8 @@ def predict(cfg: DictConfig) -> Path:
         )
     [trainer] = Problems().build_all(cfg, build_trainer)
     checkpoint = load_checkpoint(ckpt_path)
-    names, inputs = read_inputs(Path(cfg.input), preprocessing_state(checkpoint))
+    state = preprocessing_state(checkpoint)
+    names, inputs = read_inputs(Path(cfg.input), state)
 
     model = restore_model(checkpoint, ckpt_path)
     record_run(cfg, output_dir)
@@ -84,7 +78,8 @@ def predict(cfg: DictConfig) -> Path:
         names = names[: len(outputs)]
 
     path = output_dir / "predictions.csv"
-    write_atomic(path, predictions_csv(names, outputs, model.hparams.task))
+    csv_text = predictions_csv(names, outputs, TASKS[model.hparams.task], state.get("label_names"))
+    write_atomic(path, csv_text)
     log.info("%d predictions in %s (%.1f s)", len(names), path, time.perf_counter() - started)
     return path
 

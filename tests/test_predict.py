@@ -177,3 +177,39 @@ def test_eval_of_lenet_on_tabular_data_is_refused(lenet_ckpt, tmp_path, tiny_hou
     overrides = [f"ckpt_path={lenet_ckpt}", "data=california", f"data.csv_path={tiny_housing_csv}"]
     with pytest.raises(ConfigError, match=r"LeNet5, classification on input shape \[1, 28, 28\]"):
         evaluate(compose_config(overrides, tmp_path / "run", "eval"))
+
+
+def test_multilabel_predictions_give_each_labels_decision_and_probability(tmp_path):
+    run = tmp_path / "multilabel"
+    overrides = ["data=synthetic", "data.task=multilabel", "data.num_outputs=3"]
+    train(compose_config([*FEW_BATCHES, *overrides], run))
+    ckpt = run / "checkpoints" / "best.ckpt"
+    inputs = torch.randn(4, 20, generator=torch.Generator().manual_seed(0))
+    rows_csv = tmp_path / "rows.csv"
+    np.savetxt(
+        rows_csv,
+        inputs.numpy(),
+        delimiter=",",
+        comments="",
+        header=",".join(f"x{i}" for i in range(20)),
+    )
+    rows = predict_rows(ckpt, rows_csv, tmp_path / "run")
+
+    labels = ["label_0", "label_1", "label_2"]
+    assert list(rows[0]) == ["input", *labels, *(f"prob_{label}" for label in labels)]
+    probabilities = torch.tensor(
+        [[float(row[f"prob_{label}"]) for label in labels] for row in rows]
+    )
+    model = SupervisedModule.load_from_checkpoint(ckpt, weights_only=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(probabilities, model(inputs).sigmoid(), atol=1e-5)
+    decisions = [[int(row[label]) for label in labels] for row in rows]
+    assert decisions == (probabilities > 0.5).int().tolist()
+
+    # label names that a data module's load sets are saved with its statistics
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["SyntheticDataModule"]["label_names"] = ["cat", "dog", "bird"]
+    torch.save(checkpoint, tmp_path / "named.ckpt")
+    named = predict_rows(tmp_path / "named.ckpt", rows_csv, tmp_path / "named")
+    assert list(named[0])[1:] == ["cat", "dog", "bird", "prob_cat", "prob_dog", "prob_bird"]
+    assert [[int(row[name]) for name in ("cat", "dog", "bird")] for row in named] == decisions

@@ -34,6 +34,8 @@ class ConfusionMatrix(ValidationPictures):
     more than ``FEW_CLASSES`` classes, the cells stay uncounted and every few classes named.
     """
 
+    picture = "confusion_matrix"
+
     def reset(self) -> None:
         self.matrix: MulticlassConfusionMatrix | None = None
 
@@ -75,6 +77,8 @@ class ValidationSamples(ValidationPictures):
     class, in green; misclassified ones framed in red and labelled "predicted, true".
     Drawn for image data only (inputs of shape channels x height x width).
     """
+
+    picture = "validation_samples"
 
     def __init__(self, num_images: int = 32, every_n_epochs: int | None = None) -> None:
         super().__init__(every_n_epochs)

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from src.callbacks.classification import sample_figure
+from src.callbacks.pictures import suited_pictures
 from src.callbacks.tensorboard import CARD_TEXT, add_figure, tensorboard_logger
 
 INPUT = "tab:blue"  # frame and label color of the training samples
@@ -46,7 +47,8 @@ class OncePerFit(Callback):
 
 class TrainInputs(OncePerFit):
     """``train/inputs``: the first training images as the model receives them (after
-    normalization and any augmentation), each under its class; image classification only.
+    normalization and any augmentation), each under its class; image data of a task that
+    suits it (classification).
     """
 
     def __init__(self, num_images: int = 32) -> None:
@@ -57,7 +59,7 @@ class TrainInputs(OncePerFit):
         self, logger: TensorBoardLogger, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
         inputs, targets = batch
-        if inputs.dim() != 4 or getattr(pl_module, "task", None) != "classification":
+        if inputs.dim() != 4 or "train_inputs" not in suited_pictures(pl_module):
             return
         from matplotlib import rc_context
 

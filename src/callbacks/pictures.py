@@ -20,10 +20,16 @@ from torch import Tensor
 from src.callbacks.tensorboard import CARD_TEXT, tensorboard_logger
 
 
-class ValidationPictures(Callback):
-    """Base of the callbacks that draw the validation set; no-op without TensorBoard."""
+def suited_pictures(pl_module: L.LightningModule) -> frozenset[str]:
+    """The pictures its task suits; none for a module without a task."""
+    return getattr(getattr(pl_module, "task", None), "pictures", frozenset())
 
-    task: str = "classification"
+
+class ValidationPictures(Callback):
+    """Base of the callbacks that draw the validation set; no-op without TensorBoard, or
+    where the module's task does not list the subclass's ``picture`` (``src/tasks.py``)."""
+
+    picture: str
 
     def __init__(self, every_n_epochs: int | None = None) -> None:
         if every_n_epochs is not None and every_n_epochs < 1:
@@ -35,7 +41,7 @@ class ValidationPictures(Callback):
         self.reset()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        applies = stage == TrainerFn.FITTING and getattr(pl_module, "task", None) == self.task
+        applies = stage == TrainerFn.FITTING and self.picture in suited_pictures(pl_module)
         self.logger = tensorboard_logger(trainer) if applies else None
 
     def active(self, trainer: L.Trainer) -> bool:

@@ -21,7 +21,7 @@ class RegressionPlots(ValidationPictures):
     processes, the first one's share of the validation set is drawn.
     """
 
-    task = "regression"
+    picture = "regression_plots"
 
     def __init__(self, max_points: int = 5000, every_n_epochs: int | None = None) -> None:
         super().__init__(every_n_epochs)

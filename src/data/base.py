@@ -18,8 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from src.harness.errors import ConfigError
-
-TASKS = ("classification", "regression")
+from src.tasks import TASKS
 
 
 def split_indices(
@@ -158,7 +157,7 @@ class InMemoryDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         value_problems(
-            task=(task, task in TASKS, f"must be one of {TASKS}"),
+            task=(task, task in TASKS, f"must be one of {tuple(TASKS)} (src/tasks.py)"),
             batch_size=(batch_size, batch_size > 0, "must be positive"),
             eval_batch_size=(
                 eval_batch_size,
@@ -179,7 +178,7 @@ class InMemoryDataModule(L.LightningDataModule):
                 "shifts images [C, H, W] only, by a number of pixels >= 0",
             ),
         )
-        self.task = task
+        self.task = TASKS[task]
         self.input_shape = list(input_shape)
         self.num_outputs = num_outputs
         self.batch_size = batch_size
@@ -234,7 +233,7 @@ class InMemoryDataModule(L.LightningDataModule):
             "test": (test_inputs, test_targets),
         }
         sizes = [len(part[1]) for part in parts.values()]
-        least = self.num_outputs if self.task == "classification" else 1  # one per class
+        least = self.task.least_examples(self.num_outputs)
         if sizes[0] < least or 0 in sizes:
             raise ConfigError(
                 f"data: the train/validation/test sets hold {'/'.join(map(str, sizes))} examples:"
@@ -245,14 +244,9 @@ class InMemoryDataModule(L.LightningDataModule):
         del inputs, test_inputs  # the splits are copies: at most two copies exist at once
         self.datasets = {
             # in place: the splits are copies this method owns
-            name: TensorBatches(x.float().sub_(self.mean).div_(self.std), self.cast_targets(y))
+            name: TensorBatches(x.float().sub_(self.mean).div_(self.std), self.task.targets(y))
             for name, (x, y) in parts.items()
         }
-
-    def cast_targets(self, targets: Tensor) -> Tensor:
-        if self.task == "classification":
-            return targets.long()
-        return targets.float().reshape(len(targets), -1)
 
     def place_data(self) -> bool:
         """Move every split to the model's device when asked; say whether to pin batches.
@@ -318,10 +312,12 @@ class InMemoryDataModule(L.LightningDataModule):
 
         ``src/predict.py`` reads it back, so predicting needs neither the data nor this
         class. Feature rows name their columns (``feature_names``, ``x0``, ``x1``, ... unless
-        ``load`` set them); image modules add ``pixel_max``, the value a white pixel has in
-        ``load``.
+        ``load`` set them); ``label_names``, where ``load`` sets them, name a multi-label
+        task's columns; image modules add ``pixel_max``, the value a white pixel has in ``load``.
         """
         state = {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
+        if getattr(self, "label_names", None):
+            state["label_names"] = list(self.label_names)
         if len(self.input_shape) == 1:
             names = getattr(self, "feature_names", None)
             state["feature_names"] = names or [f"x{i}" for i in range(self.input_shape[0])]

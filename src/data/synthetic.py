@@ -11,9 +11,11 @@ from src.data.base import InMemoryDataModule
 class SyntheticDataModule(InMemoryDataModule):
     """Normal features; labels from a random linear teacher that does not depend on the seed.
 
-    Classification: ``argmax(X @ W + noise)`` over ``num_outputs`` classes. Regression:
-    ``X @ w + b + noise`` with ``true_weight``/``true_bias`` exposed so tests and users
-    can check that a linear model recovers them. ``teacher_seed`` fixes the teacher,
+    The teacher's outputs ``X @ W + b + noise`` become targets as the task reads a net's
+    outputs (``src/tasks.py``): their argmax over ``num_outputs`` classes, each of
+    ``num_outputs`` labels on where positive, or the values themselves (regression, with
+    ``true_weight``/``true_bias`` exposed so tests and users can check that a linear model
+    recovers them). ``teacher_seed`` fixes the teacher,
     ``sample_seed`` the draws, so different training seeds see the same problem.
     """
 
@@ -40,5 +42,5 @@ class SyntheticDataModule(InMemoryDataModule):
         inputs = torch.randn(self.num_samples, *self.input_shape, generator=generator)
         clean = inputs @ self.true_weight + self.true_bias
         noisy = clean + self.noise * torch.randn(clean.shape, generator=generator)
-        targets = noisy.argmax(dim=1) if self.task == "classification" else noisy
+        targets = self.task.decide(self.task.predictions(noisy))  # the teacher's answers
         return inputs, targets, None

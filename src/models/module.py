@@ -16,32 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from src.data.base import TASKS
 from src.harness.allowlist import build, spec_class
 from src.harness.errors import ConfigError
-
-
-def task_metrics(task: str, num_outputs: int) -> MetricCollection:
-    if task == "classification":
-        return MetricCollection({"acc": MulticlassAccuracy(num_outputs, average="micro")})
-    return MetricCollection(
-        {
-            "mse": MeanSquaredError(),
-            "rmse": MeanSquaredError(squared=False),
-            "mae": MeanAbsoluteError(),
-            "r2": R2Score(),
-        }
-    )
+from src.tasks import TASKS
 
 
 class SupervisedModule(L.LightningModule):
-    """Classification (cross-entropy, accuracy) or regression (MSE, RMSE/MAE/R2).
+    """Trains a net with the loss and metrics of its data's task (``src/tasks.py``).
 
     Losses and metrics are torchmetrics accumulated on the device: no host-device sync per
     training step, one per epoch.
@@ -67,9 +51,9 @@ class SupervisedModule(L.LightningModule):
             and isinstance(compile, bool)
         ):
             raise ConfigError(
-                f"task must be one of {TASKS}, num_outputs an integer, monitor a metric name "
-                f"and model.compile true or false; got {task!r}, {num_outputs!r}, {monitor!r} "
-                f"and {compile!r}"
+                f"task must be one of {tuple(TASKS)}, num_outputs an integer, monitor a metric "
+                f"name and model.compile true or false; got {task!r}, {num_outputs!r}, "
+                f"{monitor!r} and {compile!r}"
             )
         spec_class(optimizer, "optimizer")  # checked now: configure_optimizers builds it
         if scheduler:
@@ -86,15 +70,14 @@ class SupervisedModule(L.LightningModule):
         )
         self.net = build(net, "net")
         self.compile_net = compile
-        self.task = task
-        self.loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
+        self.task = TASKS[task]
         # NaN kept (torchmetrics drops it by default): DivergenceGuard must see it
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        metrics = task_metrics(task, num_outputs)
-        # train/acc from the logits each step computes anyway, as a mean of hits: a
+        metrics = MetricCollection(self.task.metrics(num_outputs))
+        # train/acc from the outputs each step computes anyway, as a mean of hits: a
         # torchmetrics Accuracy's checks per step cost the small MLP about 12% of its speed
-        self.train_acc = MeanMetric(nan_strategy="disable") if task == "classification" else None
+        self.train_acc = MeanMetric(nan_strategy="disable") if self.task.hits else None
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -112,10 +95,10 @@ class SupervisedModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         output = self.net(x)
-        loss = self.loss_fn(output, y)
+        loss = self.task.loss(output, y)
         self.train_loss.update(loss.detach(), weight=len(y))
         if self.train_acc is not None:
-            self.train_acc.update((output.detach().argmax(dim=1) == y).float())
+            self.train_acc.update(self.task.hits(output.detach(), y))
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -128,8 +111,8 @@ class SupervisedModule(L.LightningModule):
         """Update and log the loss and the metrics named by ``metrics.prefix`` (``val/``)."""
         x, y = batch
         output = self.net(x)
-        loss_metric.update(self.loss_fn(output, y), weight=len(y))
-        metrics.update(output.argmax(dim=1) if self.task == "classification" else output, y)
+        loss_metric.update(self.task.loss(output, y), weight=len(y))
+        metrics.update(self.task.predictions(output), y)
         self.log(f"{metrics.prefix}loss", loss_metric)
         self.log_dict(metrics)
         return output
@@ -144,8 +127,7 @@ class SupervisedModule(L.LightningModule):
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, tuple | list) else batch
-        output = self.net(x)
-        return output.softmax(dim=1) if self.task == "classification" else output
+        return self.task.predictions(self.net(x))
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build(self.hparams.optimizer, "optimizer")(params=self.parameters())

@@ -1,7 +1,8 @@
 """The networks: plain ``nn.Module``s that know nothing about training.
 
-Each that cannot take every input declares which it can take (``supports``) and says so
-in words (``accepts``), so an impossible model x data pair is refused before any work starts.
+Each that cannot take every input declares which it can take (``supports``, given the
+data's task name and input shape; what a task is, ``src/tasks.py`` says) and says so in
+words (``accepts``), so an impossible model x data pair is refused before any work starts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 
 from torch import Tensor, nn
+
+from src.tasks import TASKS
 
 ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
@@ -106,7 +109,7 @@ class LinearRegression(nn.Module):
 
     @staticmethod
     def supports(task: str, input_shape: list[int]) -> bool:
-        return task == "regression"
+        return TASKS[task].continuous
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(self.flatten(x))
