@@ -15,6 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from src.harness.errors import ConfigError
+from src.harness.names import unsafe_names
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -32,6 +35,9 @@ class RunLogger(TensorBoardLogger):
     """
 
     def __init__(self, save_dir: str, name: str | None, run_dir: str, **kwargs: Any) -> None:
+        # Checked again here: eval.py takes the run name from the checkpoint's run folder.
+        if problem := unsafe_names([("name", name)]):
+            raise ConfigError(problem)
         run = Path(run_dir)
         in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         folder = f"{run.parent.name}/{run.name}" if in_sweep else run.name

@@ -8,16 +8,19 @@ folder.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from src.harness.names import configured_names, swept_names, unsafe_names
 from src.harness.problems import stop_with_error
 
 # The options that are paths; paths.* first, as data.data_dir interpolates paths.data_dir.
@@ -38,13 +41,24 @@ def absolute_paths(cfg: DictConfig) -> None:
 
 class CreateRunFolder(Callback):
     """Create the run's (or the sweep's) folder before Hydra does: Hydra reports a folder it
-    cannot write (a read-only or full disk) with a traceback; here it ends in one line."""
+    cannot write (a read-only or full disk) with a traceback; here it ends in one line. A
+    name that would put a folder outside the log folder is refused first (``names.py``)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.refuse_unsafe_names(config)
         self.create(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.refuse_unsafe_names(config)
         self.create(config.hydra.sweep.dir)
+
+    @staticmethod
+    def refuse_unsafe_names(config: DictConfig) -> None:
+        config = copy.deepcopy(config)  # resolved here as Hydra will, but not cached for it
+        HydraConfig.instance().set_config(config)  # ${hydra:...} resolves, as Hydra sets next
+        problem = unsafe_names([*configured_names(config), *swept_names(config)])
+        if problem:
+            stop_with_error(problem)
 
     @staticmethod
     def create(folder: str) -> None:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.harness.checkpoints import load_checkpoint, resolve_ckpt_path, restore_model
 from src.harness.errors import ConfigError
 from src.harness.overrides import eval_command, override_key
+from src.harness.run_checkpoint import recorded_checkpoints
 
 log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
@@ -46,13 +47,17 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     included) from the checkpoint, whatever the config says. So a config that differs in
     any of ``hparams`` (the module's arguments) is refused before any work, with every
     difference and the overrides of the checkpoint's run: the run's ``config.yaml`` then
-    never records a value that did not run.
+    never records a value that did not run. The checkpoints its callbacks' state names
+    must be the resumed one's neighbours, checked here too.
     """
     path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
     if path is None:
         return None
     checkpoint = load_checkpoint(path)
     trained = restore_model(checkpoint, path).hparams
+    for state in checkpoint.get("callbacks", {}).values():
+        if isinstance(state, dict) and "best_k_models" in state:  # a ModelCheckpoint's
+            recorded_checkpoints(state, path)  # RunCheckpoint carries them into the new run
     epoch, max_epochs = checkpoint.get("epoch", 0), cfg.trainer.get("max_epochs")
     if cfg.get("train") and max_epochs not in (None, -1) and epoch > max_epochs:
         raise ConfigError(

@@ -13,11 +13,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from src.harness.atomic_files import replaced_atomically
+from src.harness.errors import ConfigError
 
 log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
@@ -35,26 +37,79 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         log_file_only.info("Saved %s (epoch %s)", path, checkpoint.get("epoch"))
 
 
+# The paths a ``ModelCheckpoint``'s state records, besides the keys of ``best_k_models``.
+RECORDED_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` loads as a Lightning checkpoint under torch's safe loader; mapped, so
+    only its small pickled part is read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - torch raises many kinds for a file that is not one
+        return False
+    return isinstance(checkpoint, dict) and "state_dict" in checkpoint
+
+
+def recorded_checkpoints(state: dict[str, Any], resumed: Path) -> dict[str, Path]:
+    """The files a ``ModelCheckpoint`` state records, each found by its name in the folder of
+    the checkpoint ``resumed`` from.
+
+    The state comes with the checkpoint, from anywhere, so a path in it is never opened:
+    only a name in that folder, a ``.ckpt`` file (not a link) that loads as a checkpoint. A
+    run folder moved elsewhere resumes all the same. Lightning records only files of its
+    ``dirpath``; a path anywhere else is refused, as is a name that finds no checkpoint.
+    """
+    folder = resumed.resolve().parent
+    names = [*state.get("best_k_models", {}), *(state.get(key) for key in RECORDED_PATHS)]
+    found = {}
+    for name in {name for name in names if name != "" and name is not None}:
+        file = folder / Path(str(name)).name
+        if not (
+            isinstance(name, str)
+            and Path(name).parent == Path(state.get("dirpath") or "")
+            and file.suffix == ".ckpt"
+            and not file.is_symlink()
+            and is_checkpoint(file)
+        ):
+            raise ConfigError(
+                f"ckpt_path={resumed} was refused: its callback state names {name!r}, which is "
+                f"not a checkpoint beside it in {folder}. A resume carries over only the "
+                "checkpoints of the resumed one's own folder: resume from a checkpoint in its "
+                "run's checkpoints/ folder (a copied run folder keeps them), or start a new run."
+            )
+        found[name] = file
+    return found
+
+
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose record of the best checkpoints survives a resume.
 
     A resumed run writes into a new folder of its own. Lightning then drops the best
     score so far and keeps only a path into the old folder, so the resumed run's
     ``best.ckpt`` and test metrics would weigh only the epochs after the resume. Here the
-    files the record names are copied into the new folder and the record carried over:
-    a stopped-and-resumed run ends with the same ``best.ckpt`` as an uninterrupted one.
+    files the record names are copied into the new folder (from the resumed checkpoint's
+    folder only: :func:`recorded_checkpoints`) and the record carried over: a
+    stopped-and-resumed run ends with the same ``best.ckpt`` as an uninterrupted one.
     """
+
+    trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.trainer = trainer  # its ckpt_path: where the state restored next comes from
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir, new_dir = state_dict.get("dirpath"), self.dirpath
-        files = {*state_dict.get("best_k_models", {}), state_dict.get("best_model_path")} - {""}
-        if old_dir and new_dir and old_dir != new_dir and all(map(os.path.isfile, files)):
-            moved = {old: str(Path(new_dir) / Path(old).name) for old in files}
+        resumed = self.trainer.ckpt_path if self.trainer else None
+        if old_dir and new_dir and old_dir != new_dir and resumed:
+            found = recorded_checkpoints(state_dict, Path(resumed))
+            moved = {old: str(Path(new_dir) / file.name) for old, file in found.items()}
             # Files already there are newer: trainer.test(ckpt_path=...) restores this
             # state again from the run's own best.ckpt, after this run's epochs.
             for old, new in moved.items():
                 if not os.path.exists(new):
-                    with open(old, "rb") as source, replaced_atomically(Path(new)) as target:
+                    with open(found[old], "rb") as source, replaced_atomically(Path(new)) as target:
                         shutil.copyfileobj(source, target)
             state_dict = {
                 **state_dict,

@@ -26,6 +26,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -246,7 +247,10 @@ def search_overrides(
 
 
 def brief(value: str) -> str:
-    """A search's drawn number to 4 digits (``0.0007696``), anything else as typed."""
+    """A search's drawn number to 4 digits (``0.0007696``), a path by its last part (the run
+    name becomes a folder name, ``names.py``), anything else as typed."""
+    if "/" in value or "\\" in value:
+        return re.split(r"[/\\]", value.rstrip("/\\"))[-1]
     try:
         return f"{float(value):.4g}" if len(value) > 8 else value
     except ValueError:
