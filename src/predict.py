@@ -30,7 +30,7 @@ from src.harness.interrupts import exit_resumably
 from src.harness.paths import absolute_paths
 from src.harness.problems import Problems
 from src.harness.provenance import record_run
-from src.harness.raw_inputs import preprocessing_state, read_inputs
+from src.harness.raw_inputs import preprocessing_state, read_inputs, spreadsheet_safe
 from src.tasks import TASKS, Task
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def predict(cfg: DictConfig) -> Path:
     checkpoint = load_checkpoint(ckpt_path)
     state = preprocessing_state(checkpoint)
     names, inputs = read_inputs(Path(cfg.input), state)
+    names = [spreadsheet_safe(name) for name in names]
 
     model = restore_model(checkpoint, ckpt_path)
     record_run(cfg, output_dir)

@@ -33,6 +33,7 @@ from src.harness.reporting import collect_metrics, report, run_identity
 from src.harness.resume import resume_checkpoint
 from src.harness.speed import set_threads
 from src.harness.sweeps import sweep_job
+from src.harness.validation import checked_seed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     absolute_paths(cfg)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(checked_seed(cfg.seed), workers=True)
     datamodule, model, trainer = Problems().build_all(cfg, build_data, build_model, build_trainer)
     if not cfg.get("train") and cfg.get("ckpt_path") is None:
         raise ConfigError(

@@ -105,16 +105,19 @@ HOUSING_HEADER = (
 )
 
 
-@pytest.fixture
-def tiny_housing_csv(tmp_path: Path) -> Path:
+def write_housing_csv(path: Path) -> Path:
     """200 rows in the column form of fetch_california_housing(as_frame=True)."""
     rng = np.random.default_rng(0)
     features = rng.normal(size=(200, 8)) + 3.0
     target = features @ rng.normal(size=8) * 0.1 + 2.0
-    path = tmp_path / "housing.csv"
     rows = [",".join(f"{v:.5f}" for v in [*f, t]) for f, t in zip(features, target, strict=True)]
     path.write_text("\n".join([HOUSING_HEADER, *rows]) + "\n")
     return path
+
+
+@pytest.fixture
+def tiny_housing_csv(tmp_path: Path) -> Path:
+    return write_housing_csv(tmp_path / "housing.csv")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,20 @@ def test_linreg_on_classification_data_is_refused(make_cfg):
         ("data.batch_size=abc", "data.batch_size='abc' must be int"),
         ("+optimizer.lrr=0.1", "optimizer.lrr is not an argument of Adam (it takes: params, lr,"),
         ("model.net.dropout=1.5", "dropout in [0, 1), got [128, 64] and 1.5"),
+        ("optimizer.lr=inf", "optimizer.lr=inf must be a finite number"),
+        ("seed=abc", "seed='abc' must be an integer from 0 to 4294967295"),
+        ("seed=-1", "seed=-1 must be an integer from 0 to 4294967295"),
+        ("seed=1e20", "seed=1e+20 must be an integer from 0 to 4294967295"),
     ],
 )
 def test_bad_values_are_reported_before_training(make_cfg, override, expected):
     assert expected in run_expecting_exit(make_cfg(override))
+
+
+def test_an_mlp_without_hidden_layers_says_it_is_linear(make_cfg, caplog):
+    with caplog.at_level(logging.WARNING, logger="src.models.nets"):
+        train(make_cfg("model.net.hidden_sizes=[]", "trainer.fast_dev_run=true"))
+    assert "This MLP has no hidden layer (hidden_sizes=[]): it is a linear model" in caplog.text
 
 
 def test_every_problem_is_listed_at_once(make_cfg):

@@ -68,6 +68,11 @@ def test_last_is_the_newest_last_ckpt_of_runs_and_multiruns(tmp_path):
         resolve_ckpt_path("last", tmp_path / "runs" / "a" / "checkpoints" / "none")
 
 
+def test_a_device_given_as_ckpt_path_is_named_as_one(tmp_path):
+    with pytest.raises(ConfigError, match="ckpt_path=/dev/zero is a character device, not a"):
+        resolve_ckpt_path("/dev/zero", tmp_path)
+
+
 def test_eval_reproduces_the_training_runs_test_metrics(trained_run, tmp_path):
     best = trained_run / "checkpoints" / "best.ckpt"
     metrics = evaluate(compose_config([*QUIET, f"ckpt_path={best}"], tmp_path, "eval"))
@@ -134,6 +139,8 @@ def test_resuming_with_another_model_names_the_runs_overrides(trained_run, log_d
 def write_not_a_checkpoint(path: Path, kind: str) -> None:
     if kind == "text":
         path.write_text("not a checkpoint\n")
+    elif kind == "fifo":
+        os.mkfifo(path)
     else:
         torch.save({"weights": torch.zeros(3)}, path)
 
@@ -144,6 +151,7 @@ def write_not_a_checkpoint(path: Path, kind: str) -> None:
         ("missing", "does not exist"),
         ("text", "is not a readable checkpoint"),
         ("tensors", "not a Lightning checkpoint"),
+        ("fifo", "model.ckpt is a named pipe (FIFO), not a file"),
     ],
 )
 @pytest.mark.parametrize("config_name", ["train", "eval"])

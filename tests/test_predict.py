@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import signal
+import struct
+import tracemalloc
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +21,11 @@ from sklearn.datasets import load_digits
 from src.data.images import DigitsDataModule
 from src.eval import evaluate
 from src.harness.errors import ConfigError
+from src.harness.raw_inputs import read_inputs
 from src.models.module import SupervisedModule
 from src.predict import predict
 from src.train import train
-from tests.conftest import QUIET, compose_config
+from tests.conftest import HOUSING_HEADER, QUIET, compose_config, write_housing_csv
 
 FEW_BATCHES = [
     *QUIET,
@@ -32,6 +40,14 @@ FEW_BATCHES = [
 def lenet_ckpt(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("lenet")
     train(compose_config([*FEW_BATCHES, "model=lenet", "data=digits"], run))
+    return run / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def linreg_ckpt(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("linreg")
+    csv_path = write_housing_csv(run / "housing.csv")
+    train(compose_config([*FEW_BATCHES, "model=linreg", f"data.csv_path={csv_path}"], run))
     return run / "checkpoints" / "best.ckpt"
 
 
@@ -123,6 +139,22 @@ def npy(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+def huge_png(folder: Path) -> Path:
+    """A PNG that says it is 20000x20000 pixels: decoded, it would take 400 MB or more."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    folder.mkdir()
+    (folder / "huge.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+    )
+    return folder
+
+
 def not_a_png(path: Path) -> Path:
     path.mkdir()
     (path / "a.png").write_text("not an image")
@@ -149,6 +181,11 @@ NON_FINITE = np.array([0, np.nan, 0, -np.inf, 0, np.inf, 0, 0])[:, None, None] *
             "pixel values from 65535 to 65535",
         ),
         (lambda tmp: not_a_png(tmp / "pngs"), "a.png is not a readable PNG image"),
+        (
+            lambda tmp: npy(tmp / "x.npy", np.zeros((0, 28, 28))),
+            r"has shape \(0, 28, 28\): it holds nothing to predict",
+        ),
+        (lambda tmp: huge_png(tmp / "pngs"), r"huge.png is too large to read safely: Image size"),
     ],
     ids=[
         "missing",
@@ -161,6 +198,8 @@ NON_FINITE = np.array([0, np.nan, 0, -np.inf, 0, np.inf, 0, 0])[:, None, None] *
         "objects",
         "16-bit-npy",
         "not-a-png",
+        "no-images",
+        "decompression-bomb",
     ],
 )
 def test_bad_image_input_is_refused_before_any_output(lenet_ckpt, tmp_path, make_input, message):
@@ -213,3 +252,122 @@ def test_multilabel_predictions_give_each_labels_decision_and_probability(tmp_pa
     named = predict_rows(tmp_path / "named.ckpt", rows_csv, tmp_path / "named")
     assert list(named[0])[1:] == ["cat", "dog", "bird", "prob_cat", "prob_dog", "prob_bird"]
     assert [[int(row[name]) for name in ("cat", "dog", "bird")] for row in named] == decisions
+
+
+def housing_rows(*rows: str, header: str = HOUSING_HEADER) -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+ROW = "3.1,20,5.2,1.1,900,2.5,34.1,-118.2,2.1"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            housing_rows("407," + ROW, header="MedInc," + HOUSING_HEADER),
+            r"names more than once the columns \['MedInc'\]",
+        ),
+        (
+            housing_rows(ROW + ",0", header=HOUSING_HEADER + ",Notes"),
+            r"has columns the model does not take: \['Notes'\] .* may name the target column "
+            "'MedHouseVal'",
+        ),
+        (housing_rows(ROW, ROW.rsplit(",", 1)[0]), "line 3 has 8 cells, its header 9 columns"),
+        (housing_rows(ROW, ROW, ROW + ",1"), "line 4 has 10 cells, its header 9 columns"),
+        (
+            housing_rows(ROW.replace(",20,", ",1_000,")),
+            "line 2, column HouseAge: '1_000' is not a number",
+        ),
+        (
+            housing_rows(ROW, ROW.replace(",20,", ",\u0662\u0660,")),  # Arabic-Indic 20
+            "line 3, column HouseAge: '\u0662\u0660' is not a number",
+        ),
+    ],
+    ids=["duplicated", "unknown", "short-row", "long-row", "digit-separator", "non-ascii-digits"],
+)
+def test_csv_columns_and_rows_are_checked_exactly(linreg_ckpt, tmp_path, text, message):
+    rows = tmp_path / "rows.csv"
+    rows.write_text(text, encoding="utf-8")
+    cfg = compose_config([f"ckpt_path={linreg_ckpt}", f"input={rows}"], tmp_path / "out", "predict")
+    with pytest.raises(ConfigError, match=message):
+        predict(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def write_big_csv(path: Path, rows: int) -> np.ndarray:
+    values = np.random.default_rng(0).normal(size=(rows, 9)).round(4)
+    np.savetxt(path, values, fmt="%.4f", delimiter=",", header=HOUSING_HEADER, comments="")
+    return values
+
+
+def test_a_long_csv_is_read_in_bounded_memory(linreg_ckpt, tmp_path):
+    """50,000 rows: read whole, the rows' text took about 40 MB; read in chunks, little more
+    than the names and the tensor (3.6 MB together). A bad row far down still gives its line."""
+    state = torch.load(linreg_ckpt, weights_only=True)["TabularDataModule"]
+    values = write_big_csv(tmp_path / "big.csv", 50_000)
+    tracemalloc.start()
+    try:
+        names, inputs = read_inputs(tmp_path / "big.csv", state)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16e6
+    assert names[-1] == "49999"
+    expected = (torch.tensor(values[:, :8], dtype=torch.float32) - state["mean"]) / state["std"]
+    assert torch.allclose(inputs, expected, atol=1e-5)
+
+    lines = (tmp_path / "big.csv").read_text().splitlines()
+    lines[45_000] += ",1"
+    (tmp_path / "big.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="line 45001 has 10 cells"):
+        read_inputs(tmp_path / "big.csv", state)
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail, rather than hang, if what it guards blocks: reading a FIFO waits for a writer."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    ("fifo", "given"),
+    [("rows.csv", "rows.csv"), ("images.npy", "images.npy"), ("pngs/a.png", "pngs")],
+)
+def test_a_fifo_input_is_refused_rather_than_waited_on(
+    lenet_ckpt, linreg_ckpt, tmp_path, fifo, given
+):
+    (tmp_path / fifo).parent.mkdir(exist_ok=True)
+    os.mkfifo(tmp_path / fifo)
+    ckpt = linreg_ckpt if given.endswith(".csv") else lenet_ckpt
+    overrides = [f"ckpt_path={ckpt}", f"input={tmp_path / given}"]
+    cfg = compose_config(overrides, tmp_path / "out", "predict")
+    with deadline(20), pytest.raises(ConfigError, match=r"is a named pipe \(FIFO\), not a file"):
+        predict(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_input_names_that_a_spreadsheet_would_run_are_written_as_text(lenet_ckpt, tmp_path):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    names = ['=HYPERLINK("http:x","click").png', "+1.png", "-1.png", "@SUM(A1).png", "plain.png"]
+    for name in names:
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / name)
+    rows = predict_rows(lenet_ckpt, folder, tmp_path / "run")
+    assert [row["input"] for row in rows] == [
+        "'+1.png",
+        "'-1.png",
+        '\'=HYPERLINK("http:x","click").png',
+        "'@SUM(A1).png",
+        "plain.png",
+    ]

@@ -98,3 +98,7 @@ class TabularDataModule(InMemoryDataModule):
             )
         self.feature_names = names
         return torch.from_numpy(features), torch.from_numpy(targets), None
+
+    def state_dict(self) -> dict:
+        """Also the target column's name: predict.py takes the training CSV as it is."""
+        return {**super().state_dict(), "target": self.target}

@@ -28,6 +28,7 @@ from src.harness.validation import (
     accelerator_problems,
     checked_arguments,
     checked_spec,
+    non_finite_problems,
     pair_problems,
 )
 
@@ -61,6 +62,7 @@ def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
 
     def check(name: str, key: str) -> None:
         spec = {k: v for k, v in hparams[name].items() if k != "interval"}  # Lightning's
+        problems.add(*non_finite_problems(spec, key))
         hparams[name] = {
             **hparams[name],
             **checked_arguments(*spec_class(spec, name), key, problems),

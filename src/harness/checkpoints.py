@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.harness.errors import ConfigError
+from src.harness.file_kinds import not_a_file
 from src.harness.paths import LAST
 from src.models.module import SupervisedModule
 
@@ -40,9 +41,9 @@ def resolve_ckpt_path(ckpt_path: str | None, search_dir: Path) -> Path | None:
             )
         return found[-1]
     path = Path(ckpt_path).expanduser().resolve()
-    if not path.is_file():
+    if problem := not_a_file(path):
         raise ConfigError(
-            f"ckpt_path={ckpt_path} {'is a folder' if path.is_dir() else 'does not exist'} "
+            f"ckpt_path={ckpt_path} {problem} "
             "(relative paths start from the folder the command runs in). Give the path of a "
             ".ckpt file written by "
             f"training (for example {EXAMPLE}), or ckpt_path=last for the newest last.ckpt "

@@ -6,20 +6,24 @@ the feature names of tabular data and, for images, ``pixel_max``, the value a wh
 pixel had when training normalized it (255 for the MNIST family's uint8 pixels, 1 for
 digits' 0..16 values divided by 16). Inputs given here follow one convention:
 
-- feature rows: a CSV with a header naming every feature (extra columns are ignored);
+- feature rows: a CSV whose header names every feature once (and may name the training
+  data's target column, which is ignored), each row holding one decimal number per column;
 - images: PNG files (any size, converted to greyscale; 16-bit ones scaled to 0..255) or
   an ``.npy`` array of shape ``(N, H, W)`` or ``(N, 1, H, W)``, with pixel values 0..255
   and, as in MNIST, light strokes on a dark background. They are scaled to
   ``0..pixel_max``, resized (bilinear) to the trained size, then normalized.
 
 What cannot be read as such numbers (NaN or infinite values, an ``.npy`` of complex,
-boolean or text values, pixels outside 0..255) is refused with the inputs it concerns:
-a model given it would still write predictions, and they would mean nothing.
+boolean or text values, pixels outside 0..255, a column named twice) is refused with the
+inputs it concerns: a model given it would still write predictions, and they would mean
+nothing.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,11 @@ from torch import Tensor
 
 from src.harness.allowlist import plain_value_problem
 from src.harness.errors import ConfigError
+from src.harness.file_kinds import not_a_file
 
 PREPROCESSING_KEYS = {"mean", "std", "input_shape"}
+# Rows parsed at a time: a CSV of any length takes little more memory than its tensor.
+ROWS_PER_CHUNK = 10_000
 
 
 def preprocessing_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -56,13 +63,14 @@ def preprocessing_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def read_inputs(path: Path, state: dict[str, Any]) -> tuple[list[str], Tensor]:
     """Names for the output rows and the model-ready input tensor, one row per input."""
-    if not path.exists():
-        raise ConfigError(f"input={path} does not exist. {expected_inputs(state)}")
     shape = list(state["input_shape"])
+    problem = None if len(shape) > 1 and path.is_dir() else not_a_file(path)
+    if problem:
+        raise ConfigError(f"input={path} {problem}. {expected_inputs(state)}")
     if len(shape) == 1:
         if path.suffix.lower() != ".csv":
             raise ConfigError(f"input={path} is not a CSV file. {expected_inputs(state)}")
-        names, inputs = read_feature_rows(path, state["feature_names"])
+        names, inputs = read_feature_rows(path, state)
     elif path.is_dir():
         names, images = read_png_folder(path)
         inputs = torch.stack([resize(image, shape) for image in images])
@@ -89,26 +97,102 @@ def expected_inputs(state: dict[str, Any]) -> str:
     )
 
 
-def read_feature_rows(path: Path, features: list[str]) -> tuple[list[str], Tensor]:
+def read_feature_rows(path: Path, state: dict[str, Any]) -> tuple[list[str], Tensor]:
+    """The feature columns of a CSV, parsed ``ROWS_PER_CHUNK`` rows at a time; a row with
+    more or fewer cells than the header is refused by its line number."""
+    chunks = []
     with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    header, body = (rows[0], rows[1:]) if rows else ([], [])
-    missing = [name for name in features if name not in header]
-    if missing:
-        raise ConfigError(
-            f"input={path} lacks the feature columns {missing} (its columns: {header}). "
-            f"The header must name {','.join(features)}; other columns are ignored."
-        )
-    columns = [header.index(name) for name in features]
-    try:
-        values = [[float(row[i]) for i in columns] for row in body]
-    except (ValueError, IndexError) as error:
-        raise ConfigError(f"input={path} has a row that is not all numbers: {error}") from error
-    if not values:
+        rows = csv.reader(handle)
+        try:
+            header = next(rows, [])
+            columns = feature_columns(path, header, state)
+            cells, lines = [], []
+            for row in rows:
+                if len(row) != len(header):
+                    raise ConfigError(
+                        f"input={path} line {rows.line_num} has {len(row)} cells, its header "
+                        f"{len(header)} columns: every row needs one value per column."
+                    )
+                cells.append([row[i] for i in columns])
+                lines.append(rows.line_num)
+                if len(cells) == ROWS_PER_CHUNK:
+                    chunks.append(numbers(path, cells, lines, state["feature_names"]))
+                    cells, lines = [], []
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"input={path} is not a readable CSV file (line {rows.line_num}: {error})."
+            ) from error
+    if cells:
+        chunks.append(numbers(path, cells, lines, state["feature_names"]))
+    if not chunks:
         raise ConfigError(f"input={path} has a header but no rows to predict.")
-    inputs = torch.tensor(values, dtype=torch.float32)
+    inputs = torch.cat(chunks)
     refuse_non_finite(path, inputs, "data rows")
-    return [str(i) for i in range(len(values))], inputs
+    return [str(i) for i in range(len(inputs))], inputs
+
+
+def feature_columns(path: Path, header: list[str], state: dict[str, Any]) -> list[int]:
+    """Where each feature is in ``header``. A column named twice is refused (which copy would
+    be the feature?), and so is one the model does not take, the target column excepted."""
+    features = state["feature_names"]
+    problems = [
+        f"{what} {names}"
+        for what, names in (
+            ("lacks the feature columns", [name for name in features if name not in header]),
+            (
+                "names more than once the columns",
+                [n for n, count in Counter(header).items() if count > 1],
+            ),
+            (
+                "has columns the model does not take:",
+                [name for name in header if name not in {*features, state.get("target")}],
+            ),
+        )
+        if names
+    ]
+    if problems:
+        target = (
+            f", and may name the target column {state['target']!r}" if "target" in state else ""
+        )
+        raise ConfigError(
+            f"input={path} {'; '.join(problems)} (its columns: {header}). The header must name "
+            f"{','.join(features)} once each{target}."
+        )
+    return [header.index(name) for name in features]
+
+
+def numbers(path: Path, cells: list[list[str]], lines: list[int], names: list[str]) -> Tensor:
+    """``cells`` as float32, or the first cell that is not a plain decimal number refused.
+
+    numpy, like Python's ``float``, also reads ``1_000`` and non-ASCII digits; spreadsheets and
+    other programs do not, so such a cell is more likely a mistake than a number.
+    """
+    text = "".join(itertools.chain.from_iterable(cells))
+    if "_" not in text and text.isascii():
+        try:
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused with its row
+                return torch.from_numpy(np.array(cells, dtype=np.float32))
+        except ValueError:
+            pass
+    line, name, cell = next(
+        (line, name, cell)
+        for row, line in zip(cells, lines, strict=True)
+        for name, cell in zip(names, row, strict=True)
+        if not plain_number(cell)
+    )
+    raise ConfigError(
+        f"input={path} line {line}, column {name}: {cell!r} is not a number. Write decimal "
+        "numbers such as 1000, -2.5 or 1e-3 (no digit separators)."
+    )
+
+
+def plain_number(cell: str) -> bool:
+    """Whether numpy reads ``cell`` as a number, written in ASCII without ``_`` separators."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return cell.isascii() and "_" not in cell
 
 
 def read_image_array(path: Path) -> tuple[list[str], Tensor]:
@@ -132,6 +216,8 @@ def read_image_array(path: Path) -> tuple[list[str], Tensor]:
             f"input={path} has shape {array.shape}; an image array must have shape "
             "(N, H, W) or (N, 1, H, W)."
         )
+    if not array.size:
+        raise ConfigError(f"input={path} has shape {array.shape}: it holds nothing to predict.")
     images = torch.from_numpy(array.astype(np.float32)).unsqueeze(1)
     refuse_non_finite(path, images, "images")
     if images.numel() and (images.min() < 0 or images.max() > 255):
@@ -164,6 +250,8 @@ def read_png_folder(folder: Path) -> tuple[list[str], list[Tensor]]:
         raise ConfigError(f"input={folder} holds no .png files.")
     images = []
     for path in paths:
+        if problem := not_a_file(path):
+            raise ConfigError(f"input={path} {problem}: give PNG files only.")
         try:
             with Image.open(path) as image:
                 if image.mode.startswith("I"):  # 16-bit greyscale: convert("L") would clip it
@@ -172,6 +260,11 @@ def read_png_folder(folder: Path) -> tuple[list[str], list[Tensor]]:
                     pixels = np.asarray(image.convert("L"), dtype=np.float32)
         except OSError as error:  # not an image, or a truncated one
             raise ConfigError(f"input={path} is not a readable PNG image: {error}.") from error
+        except Image.DecompressionBombError as error:  # decoding it could exhaust the memory
+            raise ConfigError(
+                f"input={path} is too large to read safely: {error} Shrink it first (it is "
+                "resized to the trained size anyway)."
+            ) from error
         images.append(torch.from_numpy(pixels.copy()).unsqueeze(0))
     return [p.name for p in paths], images
 
@@ -188,3 +281,11 @@ def resize(images: Tensor, shape: list[int]) -> Tensor:
             batch, size=shape[1:], mode="bilinear", align_corners=False, antialias=True
         )
     return batch if images.dim() == 4 else batch[0]
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` as text that a spreadsheet shows rather than runs: a file named
+    ``=HYPERLINK(...).png`` would be a live formula in predictions.csv. A cell that starts as a
+    formula can (``=``, ``+``, ``-``, ``@``, a tab or a carriage return: OWASP's list) gets a
+    leading ``'``, which spreadsheets read as "text follows"."""
+    return f"'{cell}" if cell.startswith(("=", "+", "-", "@", "\t", "\r")) else cell

@@ -11,15 +11,18 @@ so the class still checks the others: every problem is listed at once, in one me
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from omegaconf import OmegaConf
 from typeguard import TypeCheckError, check_type
 
 from src.harness.allowlist import spec_class
+from src.harness.errors import ConfigError
 from src.harness.problems import CannotBuild, Problems
 from src.harness.provenance import plain
 
@@ -108,6 +111,28 @@ def checked_spec(node: Any, key: str, problems: Problems) -> dict[str, Any]:
         raise CannotBuild from None
     arguments = {name: value for name, value in spec.items() if not name.startswith("_")}
     return checked_arguments(cls, arguments, key, problems)
+
+
+def non_finite_problems(arguments: dict[str, Any], key: str) -> list[str]:
+    """Infinite and NaN numbers among a model's arguments (net, optimizer, scheduler): torch's
+    optimizers take ``lr=inf``, and the first step then makes every weight infinite or NaN."""
+    return [
+        f"{key}.{name}={value} must be a finite number"
+        for name, value in arguments.items()
+        if isinstance(value, float) and not math.isfinite(value)
+    ]
+
+
+def checked_seed(seed: Any) -> int:
+    """``seed`` if Lightning's ``seed_everything`` takes it as it is: it would round ``1.5``
+    down and stop on ``abc`` or ``-1`` with a bare ``ValueError``."""
+    is_integer = isinstance(seed, int) and not isinstance(seed, bool)
+    if is_integer and min_seed_value <= seed <= max_seed_value:
+        return seed
+    raise ConfigError(
+        f"seed={seed!r} must be an integer from {min_seed_value} to {max_seed_value} (the seeds "
+        "numpy takes), or null for no seed."
+    )
 
 
 def supported(net_class: type, task: str, input_shape: list[int]) -> bool:

@@ -7,11 +7,14 @@ words (``accepts``), so an impossible model x data pair is refused before any wo
 
 from __future__ import annotations
 
+import logging
 import math
 
 from torch import Tensor, nn
 
 from src.tasks import TASKS
+
+log = logging.getLogger(__name__)
 
 ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
@@ -43,6 +46,11 @@ class MLP(nn.Module):
             raise ValueError(
                 f"hidden_sizes must be positive integers and dropout in [0, 1), got "
                 f"{list(hidden_sizes)} and {dropout}"
+            )
+        if not hidden_sizes:
+            log.warning(
+                "This MLP has no hidden layer (hidden_sizes=[]): it is a linear model, one "
+                "affine map from the inputs to the outputs."
             )
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
