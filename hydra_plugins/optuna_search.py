@@ -34,7 +34,13 @@ from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
@@ -52,6 +58,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError
 
+from src.harness.compat import trial_id
 from src.harness.failures import EXIT_CODES
 from src.harness.overrides import override
 from src.harness.problems import stop_with_error
@@ -112,7 +119,7 @@ class OptunaSearch(Sweeper):
         while (batch := self.next_batch(study, space)) != []:
             overrides = [fixed + trial_overrides(trial) for trial in batch]
             try:
-                with heartbeat(study, batch, self.heartbeat_interval):
+                with heartbeat(self.database, batch, self.heartbeat_interval):
                     returns = self.launcher.launch(overrides, initial_job_idx=batch[0].number)
             except BaseException as stop:  # an interrupt, or an error that ends the search
                 interrupted = isinstance(stop, KeyboardInterrupt) or (
@@ -149,13 +156,13 @@ class OptunaSearch(Sweeper):
         self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
     ) -> optuna.Study:
         """Create the study, or load it with the trials that earlier runs of it finished."""
-        try:
-            storage = self.storage()
+        try:  # kept: the running trials' heartbeats go to it
+            self.database = self.storage()
         except DBAPIError:  # another worker was creating the same new database's tables
             time.sleep(1)
-            storage = self.storage()
+            self.database = self.storage()
         study = optuna.create_study(
-            storage=storage,
+            storage=self.database,
             study_name=self.study_name,
             sampler=sampler,
             pruner=pruner,
@@ -244,10 +251,7 @@ def distribution(override: Override) -> BaseDistribution:
     if isinstance(value, ChoiceSweep):
         # a list or dict choice (``choice([64],[128,64])``) is drawn as its override text
         return CategoricalDistribution(
-            [
-                x if isinstance(x, SCALARS) else Override._get_value_element_as_str(x)
-                for x in value.list
-            ]
+            [x if isinstance(x, SCALARS) else Transformer.str(x) for x in value.list]
         )
     if isinstance(value, RangeSweep):
         choices = list(override.sweep_iterator())
@@ -271,7 +275,7 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
 def trial_overrides(trial: optuna.Trial) -> list[str]:
     # hydra.job.env_set tells the job which trial it is (src/harness/sweeps.py: pruning_callbacks)
     return [f"{key}={value}" for key, value in trial.params.items()] + [
-        f"++hydra.job.env_set.{TRIAL_ENV}='{trial._trial_id}'"
+        f"++hydra.job.env_set.{TRIAL_ENV}='{trial_id(trial)}'"
     ]
 
 
@@ -296,7 +300,7 @@ def counted(study: optuna.Study) -> int:
 
 
 @contextmanager
-def heartbeat(study: optuna.Study, trials: list[optuna.Trial], interval: int) -> Iterator[None]:
+def heartbeat(storage: RDBStorage, trials: list[optuna.Trial], interval: int) -> Iterator[None]:
     """Tell the storage every ``interval`` seconds that ``trials`` still run: a worker that
     stops beating (killed, its machine lost) has its trials failed and queued again."""
     done = threading.Event()
@@ -304,7 +308,7 @@ def heartbeat(study: optuna.Study, trials: list[optuna.Trial], interval: int) ->
     def beat() -> None:
         while True:
             for trial in trials:
-                study._storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(trial_id(trial))
             if done.wait(interval):
                 return
 
