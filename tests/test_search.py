@@ -1,4 +1,4 @@
-"""Optuna searches (hydra_plugins/optuna_search.py): the search space, pruning, failed trials
+"""Optuna searches (src/harness/search.py): the search space, pruning, failed trials
 as outcomes, a stored study that goes on after a stop, and the README's searches.
 
 A search needs Hydra's real command line: those tests run ``python src/train.py`` in a
@@ -21,8 +21,8 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.optuna_search import quiet_optuna, search_space
-from tests.conftest import QUIET, ROOT, SHARED_DATA
+from src.harness.search import quiet_optuna, search_space
+from tests.conftest import QUIET, ROOT, SHARED_DATA, run_script
 from tests.test_sweeps import summary_rows
 
 
@@ -62,6 +62,18 @@ def test_the_search_space_keeps_the_syntax_of_hydras_optuna_sweeper():
         "model.net.hidden_sizes": CategoricalDistribution(["[64]", "[128,64]"]),
     }
     assert fixed == ["data=digits"]
+
+
+def test_a_run_that_searches_nothing_imports_neither_optuna_nor_its_database(tmp_path, monkeypatch):
+    """Hydra imports every module in hydra_plugins/ when any run starts; the sweeper there
+    leaves Optuna and SQLAlchemy (0.14 s together) to the search."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # python -X importtime
+    result = run_script("--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    imported = [line.rpartition("|")[2].strip() for line in lines]
+    assert "hydra.core.plugins" in imported  # the listing names every module
+    assert not [name for name in imported if name.split(".")[0] in ("optuna", "sqlalchemy")]
 
 
 @pytest.mark.parametrize(
@@ -208,10 +220,10 @@ def test_workers_that_start_at_once_on_a_new_database_all_open_the_study(tmp_pat
     # as the workers of a SLURM array would: each, once imported, waits for the signal to
     # open the study at the same moment, so that several create the new database's tables
     script = (
-        "import sys, time, pathlib, optuna; from hydra_plugins.optuna_search import OptunaSearch\n"
+        "import sys, time, pathlib, optuna; from src.harness.search import Search\n"
         "go = pathlib.Path(sys.argv[2]); pathlib.Path(sys.argv[3]).touch()\n"
         "while not go.exists(): time.sleep(0.001)\n"
-        "search = OptunaSearch('minimize', 1, 1, sys.argv[1], 'shared', {}, None, 60, None)\n"
+        "search = Search('minimize', 1, 1, sys.argv[1], 'shared', {}, None, 60, None)\n"
         "search.open_study(optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())"
     )
     storage, go = f"sqlite:///{tmp_path}/optuna.db", tmp_path / "go"

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.callbacks.tensorboard import tensorboard_logger
+from src.harness.compat import tensorboard_file_writer
 from src.harness.provenance import resolved_config
 
 CHOSEN_GROUPS = ("model", "data", "optimizer", "scheduler")
@@ -64,7 +65,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
     from torch.utils.tensorboard.summary import hparams
 
     _, session_start, session_end = hparams(hparams_of(cfg), {})
-    writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams does
+    writer = tensorboard_file_writer(logger.experiment)
     for summary in (session_start, session_end):
         writer.add_summary(summary)
     logger.experiment.close()

@@ -13,6 +13,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch import callbacks
 
+from src.harness.compat import prefix_rate_keys
+
 
 def log_to_all(trainer: L.Trainer, values: dict[str, float]) -> None:
     for logger in trainer.loggers:
@@ -56,8 +58,9 @@ class LearningRateMonitor(callbacks.LearningRateMonitor):
     training scalars, not in a chart group of its own that TensorBoard sorts first. Lightning's
     raises without a logger: the Trainer is built without it then (``build_trainer``)."""
 
-    def _add_prefix(self, name: str, optimizer_cls: type, seen_optimizer_types: Any) -> str:
-        return f"train/{super()._add_prefix(name, optimizer_cls, seen_optimizer_types)}"
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        prefix_rate_keys(self, "train/")
 
 
 class EpochTimer(callbacks.Callback):

@@ -85,7 +85,7 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
             f"{resume_command(cfg, Path(best), 'train=false')}"
         )
     where = f"{signal_name} at step {trainer.global_step}"
-    if TRIAL_ENV in os.environ:  # the search says how to go on (hydra_plugins/optuna_search.py)
+    if TRIAL_ENV in os.environ:  # the search says how to go on (src/harness/search.py)
         return f"Trial stopped by {where}: it runs again from its start when the search goes on."
     last = last_checkpoint(trainer)
     if last is None:

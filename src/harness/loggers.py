@@ -17,6 +17,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
+from src.harness.compat import mlflow_experiment_ready, wandb_run_started
 from src.harness.errors import ConfigError
 
 
@@ -42,7 +43,7 @@ class MLflowRun(MLFlowLogger):
 
     @property
     def experiment(self) -> Any:
-        if self._initialized:
+        if mlflow_experiment_ready(self):
             return super().experiment
         with self._setting_up:  # the first access creates the experiment if it is new
             return super().experiment
@@ -57,7 +58,7 @@ class WandbRun(WandbLogger):
 
     @property
     def experiment(self) -> Any:
-        if self._experiment is None:
+        if not wandb_run_started(self):
             import wandb
 
             wandb.finish()  # the previous run's, if one is open: this run starts a new one

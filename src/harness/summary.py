@@ -20,12 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
+
+from src.harness.compat import sweep_jobs, sweep_parser
 
 ERROR_FILE = (
     "error.txt"  # a failed job's one-line error, then its traceback (src/harness/sweeps.py)
@@ -87,13 +84,8 @@ def planned_jobs(sweep_dir: Path) -> list[Job]:
     if not hydra["sweeper"]["_target_"].endswith("BasicSweeper"):
         return []
     params = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
-    Plugins.instance()  # registers the config source types (file://, pkg://) to read
-    search_path = ConfigSearchPathImpl()
-    for source in hydra["runtime"]["config_sources"]:
-        search_path.append(source["provider"], f"{source['schema']}://{source['path']}")
-    parser = OverridesParser.create(ConfigLoaderImpl(config_search_path=search_path))
-    overrides = parser.parse_overrides([*params, *hydra["overrides"]["task"]])
-    [jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+    parser = sweep_parser(hydra["runtime"]["config_sources"])
+    jobs = sweep_jobs(parser.parse_overrides([*params, *hydra["overrides"]["task"]]))
     return [Job(str(number), "missing", as_dict(job)) for number, job in enumerate(jobs)]
 
 

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Set in each job of an Optuna search to its trial's id (hydra_plugins/optuna_search.py)
+# Set in each job of an Optuna search to its trial's id (src/harness/search.py)
 TRIAL_ENV = "OPTUNA_TRIAL_ID"
 PARENT_POLL_S = 0.5
 STOP_GRACE_S = 3.0  # for the current batch to end and the job to report where it stopped
