@@ -74,11 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
             metrics.update(collect_metrics(trainer))
-            # Read before testing, which restores the callback's state from best.ckpt.
-            best = best_metrics(trainer, cfg.data.monitor)
-            for logger in trainer.loggers:  # the score, beside the epochs' (no epoch chart)
-                logger.log_metrics({k: v for k, v in best.items() if "/" in k}, trainer.global_step)
-            metrics.update(best)
+            metrics.update(best_metrics(trainer))
             best_path = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if cfg.get("test"):
             trainer.test(

@@ -145,6 +145,28 @@ def test_a_run_that_keeps_its_final_weights_reports_their_score_as_its_best(make
     assert metrics["val/acc_best"] == metrics["val/acc"] < 0.5  # the final, forgetful epoch's
 
 
+def test_a_run_without_a_checkpoint_callback_reports_its_best_validation(make_cfg):
+    forget = "+callbacks.forget._target_=tests.test_train.ForgetAfterFirstEpoch"
+    quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    cfg = make_cfg(
+        "callbacks=none",
+        forget,
+        *quiet,
+        "trainer.max_epochs=2",
+        "data.num_samples=2000",
+        "optimizer.lr=0.01",
+        "logger=csv",
+        quiet=False,
+    )
+    metrics = train(cfg)
+    assert metrics["best_model_path"] is None  # no checkpoint: the final weights are tested
+    assert metrics["best_epoch"] == 0
+    assert metrics["val/acc"] < 0.5 < 0.85 < metrics["val/acc_best"]  # epoch 0's, by max
+    with (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open() as file:
+        logged = [row["val/acc_best"] for row in csv.DictReader(file) if row["val/acc_best"]]
+    assert [float(value) for value in logged] == [pytest.approx(metrics["val/acc_best"])]
+
+
 def test_mlp_learns_synthetic_classification_well_above_chance(make_cfg):
     metrics = train(make_cfg("trainer.max_epochs=3", "data.num_samples=3000", "optimizer.lr=0.01"))
     assert metrics["test/acc"] > 0.85  # 4 classes: chance is 0.25
