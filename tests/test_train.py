@@ -167,6 +167,15 @@ def test_a_run_without_a_checkpoint_callback_reports_its_best_validation(make_cf
     assert [float(value) for value in logged] == [pytest.approx(metrics["val/acc_best"])]
 
 
+def test_the_sanity_check_before_training_does_not_count_as_a_validation(make_cfg):
+    # Ranked by the lowest accuracy, the untrained sanity check would be the best validation.
+    quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    one_epoch = ["trainer.max_epochs=1", "data.num_samples=2000", "optimizer.lr=0.01"]
+    cfg = make_cfg("callbacks=none", "data.monitor_mode=min", *quiet, *one_epoch, quiet=False)
+    metrics = train(cfg)
+    assert metrics["val/acc_best"] == metrics["val/acc"] > 0.85  # the one epoch's
+
+
 def test_mlp_learns_synthetic_classification_well_above_chance(make_cfg):
     metrics = train(make_cfg("trainer.max_epochs=3", "data.num_samples=3000", "optimizer.lr=0.01"))
     assert metrics["test/acc"] > 0.85  # 4 classes: chance is 0.25
