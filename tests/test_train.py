@@ -6,12 +6,14 @@ import csv
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.harness.allowlist import spec_class
+from src.harness.best_score import BestScore
 from src.harness.errors import ConfigError
 from src.train import train
 from tests.conftest import CONFIG_DIR, ROOT, compose_config
@@ -174,6 +176,21 @@ def test_the_sanity_check_before_training_does_not_count_as_a_validation(make_cf
     cfg = make_cfg("callbacks=none", "data.monitor_mode=min", *quiet, *one_epoch, quiet=False)
     metrics = train(cfg)
     assert metrics["val/acc_best"] == metrics["val/acc"] > 0.85  # the one epoch's
+
+
+def test_a_validation_scoring_nan_is_never_the_best():
+    tracker = BestScore("val/loss", "min")
+    for epoch, loss in enumerate([float("nan"), 0.7, float("nan"), 0.9]):
+        metrics = {"val/loss": torch.tensor(loss)}
+        trainer = SimpleNamespace(
+            sanity_checking=False,
+            checkpoint_callback=None,
+            current_epoch=epoch,
+            global_step=10 * epoch,
+            callback_metrics=metrics,
+        )
+        tracker.on_validation_end(trainer, None)
+    assert tracker.best == {"val/loss_best": pytest.approx(0.7), "best_epoch": 1}
 
 
 def test_mlp_learns_synthetic_classification_well_above_chance(make_cfg):
