@@ -163,6 +163,23 @@ def test_a_search_with_no_complete_trial_exits_1(tmp_path):
     assert states(study(f"sqlite:///{sweep}/optuna.db", "lenet_optuna")) == ["FAIL", "FAIL"]
 
 
+def test_a_fast_dev_run_search_completes_on_each_trials_validation(tmp_path):
+    """The smoke test a user (and lightning-hydra-template's own test) runs first: no
+    checkpoint is saved, and each trial still has its best validation score."""
+    sweep = tmp_path / "sweep"
+    result = search(
+        sweep,
+        "hparams_search=lenet_optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.fast_dev_run=true",
+    )
+    assert result.returncode == 0, result.stderr
+    assert states(study(f"sqlite:///{sweep}/optuna.db", "lenet_optuna")) == ["COMPLETE"] * 2
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    metrics = json.loads((Path(best["best_folder"]) / "metrics.json").read_text())
+    assert best["best_value"] == metrics["val/acc_best"] == metrics["val/acc"]
+
+
 @pytest.mark.slow
 def test_a_search_on_a_metric_never_logged_stops_after_the_first_trial(tmp_path):
     sweep = tmp_path / "sweep"

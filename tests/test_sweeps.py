@@ -25,8 +25,8 @@ from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
 
-# One short epoch, not fast_dev_run: jobs rank by their best checkpoint's score, and
-# fast_dev_run saves no checkpoint.
+# One short epoch, not fast_dev_run: the jobs keep checkpoints, as real ones do (and a job
+# run again resumes from its own).
 TINY = [*QUIET, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
 TINY += ["trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
@@ -98,9 +98,9 @@ def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_
     assert "The job logged: val/acc, val/loss." in message
 
 
-def test_jobs_without_checkpoints_go_unranked_in_a_sweep_and_end_a_search(tmp_path, monkeypatch):
-    cfg = compose_config([*QUIET, "data=digits", "trainer.fast_dev_run=true"], tmp_path / "run")
-    assert sweep_job(train, cfg) is None  # a sweep of fast_dev_runs goes on
+def test_jobs_that_never_validate_go_unranked_in_a_sweep_and_end_a_search(tmp_path, monkeypatch):
+    cfg = compose_config([*TINY, "data=digits", "trainer.limit_val_batches=0"], tmp_path / "run")
+    assert sweep_job(train, cfg) is None  # a sweep of jobs without validation goes on
     assert (tmp_path / "run" / "metrics.json").is_file()
     (tmp_path / "run" / "metrics.json").unlink()
     monkeypatch.setenv(TRIAL_ENV, "1")  # as a search sets it for its jobs
@@ -109,12 +109,20 @@ def test_jobs_without_checkpoints_go_unranked_in_a_sweep_and_end_a_search(tmp_pa
     message = str(exit_info.value.code)
     assert "optimized_metric='val/acc_best' was never logged" in message
     assert message.endswith(
-        ", val/acc, val/loss. val/acc_best is the score of the job's best "
-        "checkpoint, and the job kept none (trainer.fast_dev_run saves none; callbacks=none has "
-        "no checkpoint callback). Train with checkpoints (debug=limit is a short run that keeps "
-        "them), or set optimized_metric to one of them "
+        ", train/loss. val/acc_best is the job's best validation score, and the job never "
+        "validated (trainer.limit_val_batches=0, or trainer.check_val_every_n_epoch above "
+        "trainer.max_epochs). Validate at least once, or set optimized_metric to one of them "
         "(for a search, with the matching direction)."
     )
+
+
+def test_a_fast_dev_run_job_is_ranked_by_its_validation_without_a_checkpoint(tmp_path):
+    cfg = compose_config([*QUIET, "data=digits", "trainer.fast_dev_run=true"], tmp_path / "run")
+    score = sweep_job(train, cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["best_model_path"] is None  # fast_dev_run saves no checkpoint
+    assert score == metrics["val/acc_best"] == metrics["val/acc"]  # its one validation
+    assert metrics["best_epoch"] == 0
 
 
 def write_job(

@@ -6,12 +6,14 @@ import csv
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.harness.allowlist import spec_class
+from src.harness.best_score import BestScore
 from src.harness.errors import ConfigError
 from src.train import train
 from tests.conftest import CONFIG_DIR, ROOT, compose_config
@@ -143,6 +145,52 @@ def test_a_run_that_keeps_its_final_weights_reports_their_score_as_its_best(make
     metrics = train(make_cfg("trainer.max_epochs=2", "data.num_samples=2000", forget, *final))
     assert metrics["best_epoch"] == 1
     assert metrics["val/acc_best"] == metrics["val/acc"] < 0.5  # the final, forgetful epoch's
+
+
+def test_a_run_without_a_checkpoint_callback_reports_its_best_validation(make_cfg):
+    forget = "+callbacks.forget._target_=tests.test_train.ForgetAfterFirstEpoch"
+    quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    cfg = make_cfg(
+        "callbacks=none",
+        forget,
+        *quiet,
+        "trainer.max_epochs=2",
+        "data.num_samples=2000",
+        "optimizer.lr=0.01",
+        "logger=csv",
+        quiet=False,
+    )
+    metrics = train(cfg)
+    assert metrics["best_model_path"] is None  # no checkpoint: the final weights are tested
+    assert metrics["best_epoch"] == 0
+    assert metrics["val/acc"] < 0.5 < 0.85 < metrics["val/acc_best"]  # epoch 0's, by max
+    with (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open() as file:
+        logged = [row["val/acc_best"] for row in csv.DictReader(file) if row["val/acc_best"]]
+    assert [float(value) for value in logged] == [pytest.approx(metrics["val/acc_best"])]
+
+
+def test_the_sanity_check_before_training_does_not_count_as_a_validation(make_cfg):
+    # Ranked by the lowest accuracy, the untrained sanity check would be the best validation.
+    quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    one_epoch = ["trainer.max_epochs=1", "data.num_samples=2000", "optimizer.lr=0.01"]
+    cfg = make_cfg("callbacks=none", "data.monitor_mode=min", *quiet, *one_epoch, quiet=False)
+    metrics = train(cfg)
+    assert metrics["val/acc_best"] == metrics["val/acc"] > 0.85  # the one epoch's
+
+
+def test_a_validation_scoring_nan_is_never_the_best():
+    tracker = BestScore("val/loss", "min")
+    for epoch, loss in enumerate([float("nan"), 0.7, float("nan"), 0.9]):
+        metrics = {"val/loss": torch.tensor(loss)}
+        trainer = SimpleNamespace(
+            sanity_checking=False,
+            checkpoint_callback=None,
+            current_epoch=epoch,
+            global_step=10 * epoch,
+            callback_metrics=metrics,
+        )
+        tracker.on_validation_end(trainer, None)
+    assert tracker.best == {"val/loss_best": pytest.approx(0.7), "best_epoch": 1}
 
 
 def test_mlp_learns_synthetic_classification_well_above_chance(make_cfg):

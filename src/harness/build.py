@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelSu
 from omegaconf import DictConfig
 
 from src.harness.allowlist import spec_class
+from src.harness.best_score import best_score_callbacks
 from src.harness.cluster import requeue_plugins
 from src.harness.problems import CannotBuild, Problems
 from src.harness.provenance import plain
@@ -119,7 +120,10 @@ def build_trainer(cfg: DictConfig, problems: Problems) -> L.Trainer:
         lambda: instantiate(
             cfg.trainer,
             **defaults,
-            callbacks=safety_callbacks() + callbacks + pruning_callbacks(cfg),
+            callbacks=safety_callbacks()
+            + best_score_callbacks(cfg)
+            + callbacks
+            + pruning_callbacks(cfg),
             enable_progress_bar=bar,
             enable_checkpointing=saves,
             logger=loggers or False,

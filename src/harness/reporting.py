@@ -20,8 +20,8 @@ def report(
 ) -> dict[str, Any]:
     """The run's metrics with its name, tags and wall time, which the global rank 0 writes
     to ``metrics.json`` and sums up in the run's last line: its headline metric and folder.
-    That is the best checkpoint's validation score and epoch, and its test score: what the
-    run keeps. A run without a best checkpoint shows its final validation score instead."""
+    That is the best validation's score and epoch (the best checkpoint's, where one is kept),
+    and the test score of the weights the run keeps."""
     metrics = {**run_identity(cfg), **metrics, "wall_time_s": time.perf_counter() - started}
     if not trainer.is_global_zero:
         return metrics

@@ -94,20 +94,20 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
     name = cfg.get("optimized_metric")
     if name is None:
         return None
-    no_checkpoint = name.endswith("_best") and "best_epoch" not in metrics
-    if name not in metrics and no_checkpoint and TRIAL_ENV not in os.environ:
-        # a sweep of fast_dev_runs, say: the summary lists the job unranked
-        log.warning("Job %s kept no checkpoint, so it has no %s.", output_dir.name, name)
+    never_validated = name.endswith("_best") and "best_epoch" not in metrics
+    if name not in metrics and never_validated and TRIAL_ENV not in os.environ:
+        # a sweep of runs without validation, say: the summary lists the job unranked
+        log.warning("Job %s never validated, so it has no %s.", output_dir.name, name)
         return None
     if name not in metrics:
         logged = sorted(key for key in metrics if "/" in key)  # train/loss, val/acc, ...
         fix = "Set optimized_metric to one of them"
-        if no_checkpoint:
+        if never_validated:
             fix = (
-                f"{name} is the score of the job's best checkpoint, and the job kept none "
-                "(trainer.fast_dev_run saves none; callbacks=none has no checkpoint callback). "
-                "Train with checkpoints (debug=limit is a short run that keeps them), or set "
-                "optimized_metric to one of them"
+                f"{name} is the job's best validation score, and the job never validated "
+                "(trainer.limit_val_batches=0, or trainer.check_val_every_n_epoch above "
+                "trainer.max_epochs). Validate at least once, or set optimized_metric to one "
+                "of them"
             )
         message = (
             f"optimized_metric={name!r} was never logged by the job in {output_dir}, so the "
