@@ -39,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = trained_checkpoint(cfg)
     checkpoint = load_checkpoint(ckpt_path)
     model = restore_model(checkpoint, ckpt_path)
-    choose_test_data(cfg, ckpt_path, checkpoint["hyper_parameters"])
+    choose_test_data(cfg, ckpt_path, checkpoint)
     datamodule, trainer = Problems().build_all(cfg, build_data, build_trainer)
     datamodule.prepare_data()
     datamodule.setup("test")

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import hydra
+import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
-from src.data.base import TensorBatches, keep_batch
 from src.harness.atomic_files import write_atomic
 from src.harness.build import build_trainer
 from src.harness.checkpoints import load_checkpoint, restore_model, trained_checkpoint
@@ -68,23 +68,25 @@ def predict(cfg: DictConfig) -> Path:
         )
     [trainer] = Problems().build_all(cfg, build_trainer)
     checkpoint = load_checkpoint(ckpt_path)
-    names, inputs = read_inputs(Path(cfg.input), preprocessing_state(checkpoint))
+    state = preprocessing_state(checkpoint)
+    names, inputs = read_inputs(Path(cfg.input), state)
 
     model = restore_model(checkpoint, ckpt_path)
+    task = state.get("task", model.hparams.get("task"))  # checkpoints before data recorded it
     record_run(cfg, output_dir)
-    batches = DataLoader(
-        TensorBatches(inputs, torch.zeros(len(inputs))),
-        batch_size=cfg.batch_size,
-        collate_fn=keep_batch,
-    )
-    with exit_resumably(trainer, cfg):
-        outputs = torch.cat(trainer.predict(model, dataloaders=batches)).float().cpu()
+    with exit_resumably(trainer, cfg):  # each batch: the inputs alone
+        outputs = trainer.predict(model, dataloaders=DataLoader(inputs, batch_size=cfg.batch_size))
+    outputs = torch.cat(outputs).float().cpu()
+    # A module's own predict_step answers as it likes; without one, its outputs are read
+    # by the task: probabilities for classification, the values for regression.
+    if type(model).predict_step is L.LightningModule.predict_step and task == "classification":
+        outputs = outputs.softmax(dim=1)
     if len(outputs) < len(names):  # trainer.fast_dev_run or limit_predict_batches
         log.warning("The trainer's limits let %d of %d inputs through.", len(outputs), len(names))
         names = names[: len(outputs)]
 
     path = output_dir / "predictions.csv"
-    write_atomic(path, predictions_csv(names, outputs, model.hparams.task))
+    write_atomic(path, predictions_csv(names, outputs, task))
     log.info("%d predictions in %s (%.1f s)", len(names), path, time.perf_counter() - started)
     return path
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.callbacks.hparams import log_hparams
 from src.harness.best_score import best_metrics
-from src.harness.build import build_data, build_model, build_trainer, model_hparams
+from src.harness.build import build_data, build_model, build_trainer
 from src.harness.errors import ConfigError
 from src.harness.failures import run_reporting_errors
 from src.harness.interrupts import earlier_attempt_checkpoint, exit_resumably
@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "ckpt_path=last), or test one with python src/eval.py ckpt_path=PATH."
         )
     # Resolved now, so a bad path fails before the data loads and config.yaml names the file.
-    cfg.ckpt_path = resume_checkpoint(cfg, model_hparams(cfg)) or earlier_attempt_checkpoint(cfg)
+    cfg.ckpt_path = resume_checkpoint(cfg, model) or earlier_attempt_checkpoint(cfg)
     log_debug_changes(cfg)
     # Read the data now so a missing data set fails before anything else is created.
     datamodule.prepare_data()

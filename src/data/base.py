@@ -322,6 +322,7 @@ class InMemoryDataModule(L.LightningDataModule):
         ``load``.
         """
         state = {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
+        state["task"] = self.task  # how predict.py reads a module's outputs
         if len(self.input_shape) == 1:
             names = getattr(self, "feature_names", None)
             state["feature_names"] = names or [f"x{i}" for i in range(self.input_shape[0])]
