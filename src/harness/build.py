@@ -86,7 +86,9 @@ def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
     problems.each(builds)
     if unpaired:
         raise CannotBuild
-    model = problems.attempt("model", lambda: cls(**{**arguments, **replaced}))
+    # What a module raises while it builds its net is most often about the net's arguments.
+    key = "model.net" if arguments.get("net") else "model"
+    model = problems.attempt(key, lambda: cls(**{**arguments, **replaced}))
     unrecorded = [name for name in arguments if name not in model.hparams and name != "compile"]
     problems.add(
         *(
