@@ -92,7 +92,7 @@ def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
     unrecorded = [name for name in arguments if name not in model.hparams and name != "compile"]
     problems.add(
         *(
-            f"model.{name}: {cls.__name__} does not record it, so its checkpoints could not "
+            f"{config_key(name)}: {cls.__name__} does not record it, so its checkpoints could not "
             "rebuild it: call self.save_hyperparameters() in its __init__"
             for name in unrecorded
         )
