@@ -132,3 +132,12 @@ def test_a_module_argument_it_does_not_take_is_refused_before_any_data(make_cfg)
 def test_a_module_class_outside_the_project_is_refused(make_cfg, target):
     with pytest.raises(ConfigError, match=rf"'{target}' is not allowed: it must name a Lightning"):
         train(make_cfg(f"model._target_={target}"))
+
+
+def test_a_checkpoint_that_names_no_module_holds_the_default_one(tmp_path):
+    """Checkpoints written before they recorded their module's class still load."""
+    train(compose_config(TINY, tmp_path / "run"))
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    del checkpoint["module_class"]
+    model = restore_model(checkpoint, tmp_path)
+    assert class_path(type(model)) == "src.models.module.SupervisedModule"
