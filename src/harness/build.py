@@ -41,9 +41,10 @@ SUPPLIED = {"optimizer": "optimizer", "scheduler": "scheduler", "task": "data.ta
 SUPPLIED |= {"num_outputs": "data.num_outputs", "monitor": "data.monitor"}
 
 
-def config_key(argument: str) -> str:
-    """Where a module's argument is set in the config, for messages."""
-    return SUPPLIED.get(argument, f"model.{argument}")
+def config_key(argument: str, model: DictConfig) -> str:
+    """Where a module's argument is set in the config (``model``, its ``model`` node), for
+    messages."""
+    return SUPPLIED[argument] if argument in SUPPLIED.keys() - model.keys() else f"model.{argument}"
 
 
 def module_arguments(cfg: DictConfig, parameters: Container[str]) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
 
     def check(name: str) -> None:
         spec = {k: v for k, v in arguments[name].items() if k != "interval"}  # Lightning's
-        checked = checked_arguments(*spec_class(spec, name), config_key(name), problems)
+        checked = checked_arguments(*spec_class(spec, name), config_key(name, cfg.model), problems)
         arguments[name] = {**arguments[name], **checked}
 
     builds = [functools.partial(check, name) for name in SPEC_ARGUMENTS if arguments.get(name)]
@@ -92,8 +93,8 @@ def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
     unrecorded = [name for name in arguments if name not in model.hparams and name != "compile"]
     problems.add(
         *(
-            f"{config_key(name)}: {cls.__name__} does not record it, so its checkpoints could not "
-            "rebuild it: call self.save_hyperparameters() in its __init__"
+            f"{config_key(name, cfg.model)}: {cls.__name__} does not record it, so its "
+            "checkpoints could not rebuild it: call self.save_hyperparameters() in its __init__"
             for name in unrecorded
         )
     )

@@ -62,7 +62,7 @@ def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> str | None:
         line
         for name in dict.fromkeys([*trained.hparams, *model.hparams])
         for line in differences(
-            trained.hparams.get(name), model.hparams.get(name), config_key(name)
+            trained.hparams.get(name), model.hparams.get(name), config_key(name, cfg.model)
         )
     ]
     if changed:
