@@ -95,6 +95,12 @@ def test_an_own_module_trains_on_its_arguments_and_is_rebuilt_from_its_checkpoin
 
     tested = evaluate(compose_config([*QUIET, f"ckpt_path={best}"], tmp_path / "eval", "eval"))
     assert tested["test/acc"] == pytest.approx(metrics["test/acc"])
+    for overrides, refusal in [
+        (["model=mlp"], "holds a tests.test_own_module.Smoothed, not the src.models.module.Supe"),
+        (["data=synthetic", "data.num_outputs=3"], r"\(Smoothed, trained on input shape \[20\] "),
+    ]:
+        with pytest.raises(ConfigError, match=refusal):
+            evaluate(compose_config([f"ckpt_path={best}", *overrides], tmp_path / "no", "eval"))
 
     rows = tmp_path / "rows.csv"
     rows.write_text(",".join(f"x{i}" for i in range(20)) + "\n" + ",".join(["0.5"] * 20) + "\n")

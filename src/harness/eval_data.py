@@ -69,17 +69,13 @@ def model_data_mismatch(hparams: dict[str, Any], data: Any, module_class: str) -
         "num_outputs": hparams.get("num_outputs"),
     }
     given = {key: plain(data[key]) for key in recorded}
-    trained = {key: value for key, value in recorded.items() if value is not None}
-    if all(
-        list(value) == list(given[key]) if key == "input_shape" else value == given[key]
-        for key, value in trained.items()
-    ):
+    if all(value in (None, given[key]) for key, value in recorded.items()):
         return None
     name = net.get("_target_", module_class).rpartition(".")[2]
     return (
-        f"the checkpoint's model ({name}, {trained.get('task')} on input shape "
-        f"{trained.get('input_shape')} with {trained.get('num_outputs')} outputs) does not match "
-        f"the data ({given['task']}, input shape {list(given['input_shape'])}, "
+        f"the checkpoint's model ({name}, {recorded['task'] or 'trained'} on input shape "
+        f"{recorded['input_shape']} with {recorded['num_outputs']} outputs) does not match "
+        f"the data ({given['task']}, input shape {given['input_shape']}, "
         f"{given['num_outputs']} outputs). Choose data of the same kind, or leave data unset to "
         "use the data the model was trained on."
     )
