@@ -13,12 +13,12 @@ import io
 from pathlib import Path
 
 import hydra
+import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 import src  # noqa: F401 - sets PROJECT_ROOT for the configs
-from src.data.base import TensorBatches, keep_batch
 from src.harness.failures import run_reporting_errors
 from src.harness.run import predict_outputs, prepare_prediction, write_predictions
 from src.tasks import TASKS, Task
@@ -38,15 +38,12 @@ def predictions_csv(
 
 def predict(cfg: DictConfig) -> Path:
     """Write ``predictions.csv`` for ``cfg.input`` into the run folder; return its path."""
-    run, names, inputs, labels = prepare_prediction(cfg)
-    batches = DataLoader(
-        TensorBatches(inputs, torch.zeros(len(inputs))),
-        batch_size=cfg.batch_size,
-        collate_fn=keep_batch,
-    )
-    outputs = predict_outputs(run, batches)  # fewer than the inputs under the trainer's limits
-    task = TASKS[run.model.hparams.task]
-    table = predictions_csv(names[: len(outputs)], outputs, task, labels)
+    run, names, inputs, state = prepare_prediction(cfg)
+    task = TASKS[state.get("task") or run.model.hparams.task]  # older checkpoints: the module's
+    outputs = predict_outputs(run, DataLoader(inputs, batch_size=cfg.batch_size))
+    if type(run.model).predict_step is L.LightningModule.predict_step:
+        outputs = task.predictions(outputs)  # no predict_step of its own: read by the task
+    table = predictions_csv(names[: len(outputs)], outputs, task, state.get("label_names"))
     return write_predictions(run, table, len(outputs))
 
 

@@ -23,6 +23,7 @@ Row = list[Any]
 class Task:
     """The base of every task; its class attributes are what configs and nets read."""
 
+    name = ""  # what data configs and checkpoints call it (``task: classification``)
     monitor, monitor_mode = "val/loss", "min"  # what picks best.ckpt, unless data overrides it
     continuous = False  # outputs are the targets' own values (what a linear regression fits)
     pictures: frozenset[str] = frozenset()  # the validation pictures that suit it (callbacks/)
@@ -60,6 +61,7 @@ class Task:
 class Classification(Task):
     """One class out of ``num_outputs``: cross-entropy on logits, accuracy."""
 
+    name = "classification"
     monitor, monitor_mode = "val/acc", "max"
     pictures = frozenset({"confusion_matrix", "validation_samples", "train_inputs"})
 
@@ -94,6 +96,7 @@ class Classification(Task):
 class Regression(Task):
     """Real-valued targets, one column each: mean squared error, RMSE/MAE/R2."""
 
+    name = "regression"
     continuous = True
     pictures = frozenset({"regression_plots"})
 
@@ -114,6 +117,7 @@ class MultiLabel(Task):
     binary target): binary cross-entropy on logits, F1 per label (averaged), each label on
     above probability 0.5."""
 
+    name = "multilabel"
     monitor, monitor_mode = "val/f1", "max"
     threshold = 0.5
 
@@ -140,9 +144,7 @@ class MultiLabel(Task):
 
 
 TASKS: dict[str, Task] = {
-    "classification": Classification(),
-    "regression": Regression(),
-    "multilabel": MultiLabel(),
+    task.name: task for task in (Classification(), Regression(), MultiLabel())
 }
 
 

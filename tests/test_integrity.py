@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf, open_dict, read_write
 
 from src.eval import evaluate
+from src.harness.checkpoints import load_checkpoint, restore_model
 from src.harness.errors import ConfigError, TrainingDiverged
 from src.models.module import SupervisedModule
 from src.predict import predict
@@ -119,6 +120,47 @@ def crafted(run: Path, tmp_path: Path, plant: Callable[[dict, dict], None]) -> t
 def test_a_checkpoint_naming_code_is_refused_and_nothing_runs(run, tmp_path, plant, entry_point):
     ckpt, marker = crafted(run, tmp_path, plant)
     with pytest.raises(ConfigError, match=str(ckpt)):
+        entry_point(ckpt, tmp_path)
+    assert not marker.exists()
+
+
+def restore_it(ckpt: Path, tmp_path: Path) -> None:
+    """What eval, predict and resume do to rebuild a checkpoint's module."""
+    restore_model(load_checkpoint(ckpt), ckpt)
+
+
+def name_module(target: str) -> Callable[[dict, dict], None]:
+    return lambda checkpoint, evil: checkpoint.update(module_class=target)
+
+
+def plant_as_module_argument(checkpoint: dict, evil: dict) -> None:
+    checkpoint["hyper_parameters"]["label_smoothing"] = evil
+
+
+def plant_beside_module_arguments(checkpoint: dict, evil: dict) -> None:
+    checkpoint["hyper_parameters"].update(evil)
+
+
+MODULE_PLANTS = {
+    "lightning-demo-module": name_module("lightning.pytorch.demos.boring_classes.BoringModel"),
+    "torch-module": name_module("torch.nn.Linear"),
+    "project-net": name_module("src.models.nets.MLP"),
+    "code": name_module("os.system"),
+    "module-argument": plant_as_module_argument,
+    "beside-module-arguments": plant_beside_module_arguments,
+}
+
+
+@pytest.mark.parametrize("plant", MODULE_PLANTS.values(), ids=MODULE_PLANTS)
+@pytest.mark.parametrize("entry_point", [restore_it, evaluate_it, predict_with_it, resume_from_it])
+def test_a_checkpoint_naming_a_module_outside_the_project_is_refused(
+    run, tmp_path, plant, entry_point
+):
+    ckpt, marker = crafted(run, tmp_path, lambda hparams, evil: None)
+    checkpoint = torch.load(ckpt, weights_only=True)
+    plant(checkpoint, payload(marker))
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(ConfigError, match=rf"{ckpt} was refused: .*(not allowed|holds the key)"):
         entry_point(ckpt, tmp_path)
     assert not marker.exists()
 

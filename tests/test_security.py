@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-import src.train
+import src.harness.run
 from src.harness.errors import ConfigError
 from src.harness.names import unsafe_names
 from src.harness.sweeps import brief
@@ -120,7 +120,7 @@ def test_the_run_checkpoint_itself_copies_nothing_from_outside_the_resumed_folde
 ):
     """Where a checkpoint reaches the trainer unchecked, the callback refuses it itself."""
     ckpt = crafted(run, tmp_path, craft)
-    monkeypatch.setattr(src.train, "resume_checkpoint", lambda cfg, hparams: cfg.ckpt_path)
+    monkeypatch.setattr(src.harness.run, "resume_checkpoint", lambda cfg, model: cfg.ckpt_path)
     output_dir = tmp_path / "resumed"
     with pytest.raises(ConfigError, match="callback state names"):
         train(compose_config([*TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}"], output_dir))

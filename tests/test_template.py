@@ -7,6 +7,7 @@ support), and the section's commands must train models that learn.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -16,7 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -28,6 +31,8 @@ LEARNS = {
     "data=wine": ("test/acc", 0.9),
     "data=moons": ("test/acc", 0.85),
     "data=topics": ("test/f1", 0.68),
+    "model=smoothed": ("test/acc", 0.85),
+    "model=adversarial": ("test/acc", 0.8),
 }
 
 
@@ -87,6 +92,10 @@ def test_the_section_adds_a_net_data_modules_and_a_loader_config():
         "configs/data/moons.yaml",
         "src/data/topics.py",
         "configs/data/topics.yaml",
+        "src/models/smoothed.py",
+        "configs/model/smoothed.yaml",
+        "src/models/adversarial.py",
+        "configs/model/adversarial.yaml",
     }
     assert {next(key for key in LEARNS if key in c) for c in section_commands()} == set(LEARNS)
 
@@ -102,6 +111,9 @@ def test_the_pair_tests_find_the_new_net_and_data_sets(fork):
     assert {f"cnn-{data}" for data in images} | {"mlp-wine", "mlp-moons", "mlp-topics"} <= trained
     assert {"cnn-wine", "cnn-moons", "cnn-california", "lenet-wine", "linreg-moons"} <= refused
     assert {"cnn-topics", "linreg-topics"} <= refused
+    own = [f"{module}-{data}" for module in ("smoothed", "adversarial") for data in images]
+    assert {*own, "smoothed-wine", "adversarial-moons"} <= trained
+    assert {"smoothed-california", "adversarial-synthetic_regression"} <= refused
 
 
 @pytest.mark.slow
@@ -124,3 +136,65 @@ def test_a_bad_argument_of_the_new_net_is_one_clear_message(fork, tmp_path):
     assert result.returncode == 1
     assert "model.net: channels must be at least 1, got 0" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def trained(fork: Path, logs: Path, *overrides: str) -> Path:
+    """The run folder of ``python src/train.py OVERRIDES`` in the fork."""
+    before = set(logs.glob("train/runs/*"))
+    result = run(fork, "src/train.py", *overrides, f"paths.log_dir={logs}", "logger=none")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = set(logs.glob("train/runs/*")) - before
+    return folder
+
+
+def state(ckpt: Path) -> dict:
+    return torch.load(ckpt, weights_only=True)
+
+
+@pytest.mark.slow
+def test_the_own_module_resumes_exactly_evaluates_and_predicts(fork, tmp_path):
+    logs, epochs = tmp_path / "logs", "trainer.max_epochs=2"
+    straight = trained(fork, logs, "model=smoothed", epochs)
+    first = trained(fork, logs, "model=smoothed", "trainer.max_epochs=1")
+    resumed = trained(
+        fork, logs, "model=smoothed", epochs, f"ckpt_path={first}/checkpoints/last.ckpt"
+    )
+    weights, again = (state(f"{run}/checkpoints/last.ckpt") for run in (straight, resumed))
+    assert again["module_class"] == "src.models.smoothed.SmoothedClassifier"
+    assert again["hyper_parameters"]["label_smoothing"] == 0.1
+    assert all(torch.equal(weights["state_dict"][k], v) for k, v in again["state_dict"].items())
+
+    best = straight / "checkpoints" / "best.ckpt"
+    result = run(fork, "src/eval.py", f"ckpt_path={best}", f"paths.log_dir={logs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (evaluated,) = logs.glob("eval/runs/*/metrics.json")
+    tested = json.loads((straight / "metrics.json").read_text())["test/acc"]
+    assert json.loads(evaluated.read_text())["test/acc"] == pytest.approx(tested)
+
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32))
+    predicted = run(
+        fork, "src/predict.py", f"ckpt_path={best}", f"input={inputs}", f"paths.log_dir={logs}"
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    (predictions,) = logs.glob("predict/runs/*/predictions.csv")
+    rows = list(csv.DictReader(predictions.open()))
+    assert len(rows) == 5
+    for row in rows:  # its logits, read by the task as probabilities
+        probabilities = [float(row[f"prob_{k}"]) for k in range(10)]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert int(row["class"]) == probabilities.index(max(probabilities))
+
+
+@pytest.mark.slow
+def test_the_module_with_two_optimizers_trains_and_resumes(fork, tmp_path):
+    logs = tmp_path / "logs"
+    first = trained(fork, logs, "model=adversarial", "trainer.max_epochs=1")
+    last = f"ckpt_path={first}/checkpoints/last.ckpt"
+    resumed = trained(fork, logs, "model=adversarial", "trainer.max_epochs=2", last)
+    before, after = (state(f"{run}/checkpoints/last.ckpt") for run in (first, resumed))
+    assert after["module_class"] == "src.models.adversarial.AdversarialClassifier"
+    assert after["epoch"] == 1
+    steps = [[int(s["state"][0]["step"]) for s in c["optimizer_states"]] for c in (before, after)]
+    assert len(steps[0]) == 2  # the critic's and the generator's Adam, each resumed
+    assert steps[1] == [2 * n for n in steps[0]]

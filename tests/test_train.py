@@ -12,9 +12,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from src.harness.allowlist import spec_class
 from src.harness.best_score import BestScore
 from src.harness.errors import ConfigError
+from src.harness.validation import paired_class, supported
 from src.train import train
 from tests.conftest import CONFIG_DIR, ROOT, compose_config
 
@@ -35,11 +35,9 @@ def options(group: str) -> list[str]:
 
 
 def supports(model: str, data: str) -> bool:
-    """What the net of ``model=`` declares about the data of ``data=`` (its ``supports``)."""
+    """What the net of ``model=`` (or its own module) declares about the data of ``data=``."""
     cfg = compose_config([f"model={model}", f"data={data}"], Path("unused"))
-    net_class = spec_class({"_target_": cfg.model.net._target_}, "net")[0]
-    check = getattr(net_class, "supports", lambda *_: True)
-    return check(cfg.data.task, list(cfg.data.input_shape))
+    return supported(paired_class(cfg.model), cfg.data.task, list(cfg.data.input_shape))
 
 
 # Every model config x data config, split by what the nets declare: a new net or data
@@ -106,6 +104,7 @@ def test_full_run_writes_checkpoints_config_and_metrics_and_tests_the_best(make_
     # Checkpoints hold plain values only: they load under torch's safe default.
     checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["net"]["_target_"] == "src.models.nets.MLP"
+    assert checkpoint["module_class"] == "src.models.module.SupervisedModule"
 
 
 class ForgetAfterFirstEpoch(Callback):

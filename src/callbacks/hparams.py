@@ -27,6 +27,7 @@ CHOSEN_GROUPS = ("model", "data", "optimizer", "scheduler")
 DATA_KEYS = ("batch_size", "fold", "num_folds", "split_seed")
 TRAINER_KEYS = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val")
 NET_SIZING_KEYS = ("_target_", "input_shape", "num_outputs")
+MODULE_KEYS = ("net", "compile", *NET_SIZING_KEYS)  # a module's own arguments are the rest
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, str]:
@@ -35,7 +36,9 @@ def hparams_of(cfg: DictConfig) -> dict[str, str]:
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     params: dict[str, Any] = {group: choices[group] for group in CHOSEN_GROUPS if group in choices}
     config = resolved_config(cfg)
-    net = config["model"]["net"]
+    model = config["model"]
+    params.update({f"model.{k}": v for k, v in model.items() if k not in MODULE_KEYS})
+    net = model.get("net") or {}
     params.update({f"model.net.{k}": v for k, v in net.items() if k not in NET_SIZING_KEYS})
     for group in ("optimizer", "scheduler"):
         spec = config.get(group) or {}

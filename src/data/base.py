@@ -318,6 +318,7 @@ class InMemoryDataModule(L.LightningDataModule):
         state = {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
         if getattr(self, "label_names", None):
             state["label_names"] = list(self.label_names)
+        state["task"] = self.task.name  # how predict.py reads a module's outputs
         if len(self.input_shape) == 1:
             names = getattr(self, "feature_names", None)
             state["feature_names"] = names or [f"x{i}" for i in range(self.input_shape[0])]

@@ -28,7 +28,11 @@ SPEC_KINDS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
     "optimizer": ((Optimizer,), ("torch.optim.", "src.")),
     "scheduler": ((LRScheduler, ReduceLROnPlateau), ("torch.optim.lr_scheduler.", "src.")),
     "data": ((L.LightningDataModule,), ("src.",)),
+    "module": ((L.LightningModule,), ("src.",)),
 }
+# The arguments of a module that hold specs (SupervisedModule's): each is admitted as a spec
+# of its own kind; a ``_key_`` anywhere else in a module's arguments is refused.
+SPEC_ARGUMENTS = ("net", "optimizer", "scheduler")
 
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
@@ -55,15 +59,22 @@ def spec_class(spec: Any, kind: str) -> tuple[type, dict[str, Any]]:
     """The class a ``{"_target_": ..., **arguments}`` spec names, and its plain arguments.
 
     Raises ``ConfigError`` naming the key for anything else: a class outside the allowed
-    modules or of the wrong kind, a nested ``_target_`` (or any other ``_key_``), a
-    non-plain value.
+    modules or of the wrong kind, a nested ``_target_`` (or any other ``_key_``) outside a
+    module's :data:`SPEC_ARGUMENTS`, a non-plain value.
     """
     bases, prefixes = SPEC_KINDS[kind]
     if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
         raise ConfigError(f"{kind} must be a mapping with a _target_ class name, got {spec!r}")
     target = spec["_target_"]
     arguments = {key: value for key, value in spec.items() if key not in ("_target_", "_partial_")}
-    problem = plain_value_problem(arguments, kind)
+    specs = {
+        key: value
+        for key, value in arguments.items()
+        if kind == "module" and key in SPEC_ARGUMENTS and value is not None
+    }
+    for key, value in specs.items():
+        spec_class(value, key)
+    problem = plain_value_problem({k: v for k, v in arguments.items() if k not in specs}, kind)
     if problem:
         raise ConfigError(problem)
     allowed = " or ".join(f"{prefix}*" for prefix in prefixes)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelSummary, ProgressBar
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src.harness.allowlist import spec_class
+from src.harness.allowlist import SPEC_ARGUMENTS, spec_class
 from src.harness.best_score import best_score_callbacks
+from src.harness.checkpoints import RecordModuleClass
 from src.harness.cluster import requeue_plugins
 from src.harness.problems import CannotBuild, Problems
 from src.harness.provenance import plain
@@ -29,21 +31,33 @@ from src.harness.validation import (
     accelerator_problems,
     checked_arguments,
     checked_spec,
+    keyword_parameters,
     non_finite_problems,
     pair_problems,
+    paired_class,
 )
 
+# What the run gives a module whose signature asks for it, and where each comes from: the
+# optimizer and scheduler groups, the data's task, outputs and monitored metric.
+SUPPLIED = {"optimizer": "optimizer", "scheduler": "scheduler", "task": "data.task"}
+SUPPLIED |= {"num_outputs": "data.num_outputs", "monitor": "data.monitor"}
 
-def model_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The LightningModule's arguments as plain values: what its checkpoints record."""
-    return {
-        "net": plain(cfg.model.net),
-        "optimizer": plain(cfg.optimizer),
-        "scheduler": plain(cfg.scheduler),
-        "task": cfg.data.task,
-        "num_outputs": cfg.data.num_outputs,
-        "monitor": cfg.data.monitor,
-    }
+
+def config_key(argument: str, model: DictConfig) -> str:
+    """Where a module's argument is set in the config (``model``, its ``model`` node), for
+    messages."""
+    return SUPPLIED[argument] if argument in SUPPLIED.keys() - model.keys() else f"model.{argument}"
+
+
+def module_arguments(cfg: DictConfig, parameters: Container[str]) -> dict[str, Any]:
+    """The module's arguments as plain values: the config's own ``model.*`` keys, and those
+    of :data:`SUPPLIED` its signature asks for. ``model.compile`` goes to a module that takes
+    it; one that does not is refused it only when it is switched on."""
+    own = {key: value for key, value in plain(cfg.model).items() if not key.startswith("_")}
+    if "compile" not in parameters and not own.get("compile"):
+        own.pop("compile", None)
+    supplied = {name: plain(OmegaConf.select(cfg, key)) for name, key in SUPPLIED.items()}
+    return {**{k: v for k, v in supplied.items() if k in parameters}, **own}
 
 
 def build_data(cfg: DictConfig, problems: Problems) -> L.LightningDataModule:
@@ -53,29 +67,42 @@ def build_data(cfg: DictConfig, problems: Problems) -> L.LightningDataModule:
 
 
 def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
-    """The module and its net, checked as training will use them: the data the net declares
-    it supports, its arguments, then the optimizer and scheduler built on its parameters."""
-    hparams = model_hparams(cfg)
-    net_class = spec_class(hparams["net"], "net")[0]
+    """The configured LightningModule, built by its signature and checked as training will use
+    it: the data its net (or the module itself) declares it supports, its arguments and its
+    net's, optimizer's and scheduler's, then the optimizers built on its parameters. What it
+    records with ``save_hyperparameters`` must rebuild it from a checkpoint: plain values."""
+    cls_path = cfg.model.get("_target_")
+    cls = problems.attempt("model", lambda: spec_class({"_target_": cls_path}, "module")[0])
     configs = Path(cfg.paths.root_dir) / "configs"
-    unpaired = pair_problems(net_class, cfg.data.task, list(cfg.data.input_shape), configs)
+    paired = paired_class(cfg.model)
+    unpaired = pair_problems(paired, cfg.data.task, list(cfg.data.input_shape), configs)
     problems.add(*unpaired)
+    arguments = module_arguments(cfg, keyword_parameters(cls) or {})
 
-    def check(name: str, key: str) -> None:
-        spec = {k: v for k, v in hparams[name].items() if k != "interval"}  # Lightning's
+    def check(name: str) -> None:
+        spec = {k: v for k, v in arguments[name].items() if k != "interval"}  # Lightning's
+        key = config_key(name, cfg.model)
         problems.add(*non_finite_problems(spec, key))
-        hparams[name] = {
-            **hparams[name],
-            **checked_arguments(*spec_class(spec, name), key, problems),
-        }
+        checked = checked_arguments(*spec_class(spec, name), key, problems)
+        arguments[name] = {**arguments[name], **checked}
 
-    keys = (("net", "model.net"), ("optimizer", "optimizer"), ("scheduler", "scheduler"))
-    problems.each(functools.partial(check, name, key) for name, key in keys if hparams[name])
+    builds = [functools.partial(check, name) for name in SPEC_ARGUMENTS if arguments.get(name)]
+    replaced = checked_arguments(cls, arguments, "model", problems)
+    problems.each(builds)
     if unpaired:
         raise CannotBuild
-    model = problems.attempt(
-        "model.net", lambda: get_class(cfg.model._target_)(**hparams, compile=cfg.model.compile)
+    # What a module raises while it builds its net is most often about the net's arguments.
+    key = "model.net" if arguments.get("net") else "model"
+    model = problems.attempt(key, lambda: cls(**{**arguments, **replaced}))
+    unrecorded = [name for name in arguments if name not in model.hparams and name != "compile"]
+    problems.add(
+        *(
+            f"{config_key(name, cfg.model)}: {cls.__name__} does not record it, so its "
+            "checkpoints could not rebuild it: call self.save_hyperparameters() in its __init__"
+            for name in unrecorded
+        )
     )
+    problems.attempt("model", lambda: spec_class({**model.hparams, "_target_": cls_path}, "module"))
     problems.attempt("optimizer", model.configure_optimizers)
     return model
 
@@ -122,7 +149,7 @@ def build_trainer(cfg: DictConfig, problems: Problems) -> L.Trainer:
             **defaults,
             callbacks=safety_callbacks()
             + best_score_callbacks(cfg)
-            + callbacks
+            + [RecordModuleClass(), *callbacks]
             + pruning_callbacks(cfg),
             enable_progress_bar=bar,
             enable_checkpointing=saves,

@@ -13,18 +13,37 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.harness.allowlist import plain_value_problem, spec_class
 from src.harness.errors import ConfigError
 from src.harness.file_kinds import not_a_file
 from src.harness.paths import LAST
-from src.models.module import SupervisedModule
 
 log = logging.getLogger(__name__)
 log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
 EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
+# Where a checkpoint names the class of its module; one written before it did holds the default.
+MODULE_CLASS = "module_class"
+DEFAULT_MODULE = "src.models.module.SupervisedModule"
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class RecordModuleClass(Callback):
+    """Writes the module's class path into each checkpoint, so that eval, predict and resume
+    rebuild the user's own module from it (with its recorded plain arguments)."""
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[MODULE_CLASS] = class_path(type(pl_module))
 
 
 def resolve_ckpt_path(ckpt_path: str | None, search_dir: Path) -> Path | None:
@@ -75,15 +94,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def restore_model(checkpoint: dict[str, Any], path: Path) -> SupervisedModule:
+def restore_model(checkpoint: dict[str, Any], path: Path) -> L.LightningModule:
     """The trained model, rebuilt from a checkpoint already read by :func:`load_checkpoint`.
 
-    ``SupervisedModule`` refuses hyperparameters that name anything but this project's
-    nets and torch's optimizers, or hold anything but plain values.
+    The allow-list admits only a LightningModule class of this project, with plain values as
+    its arguments (specs only as its net, optimizer and scheduler, of their own kinds).
     """
+    hparams = checkpoint["hyper_parameters"]
     try:
-        model = SupervisedModule(**checkpoint["hyper_parameters"])
-    except (ConfigError, TypeError) as error:
+        problem = plain_value_problem({name: None for name in hparams}, "hyper_parameters")
+        if problem:  # a planted _target_ or _partial_ beside the module's arguments
+            raise ConfigError(problem)
+        target = checkpoint.get(MODULE_CLASS, DEFAULT_MODULE)
+        cls, arguments = spec_class({**hparams, "_target_": target}, "module")
+        model = cls(**arguments)
+    except (ConfigError, TypeError, ValueError) as error:
         raise ConfigError(
             f"ckpt_path={path} was refused: its hyper_parameters are not what training with "
             f"this project writes ({error}). Loading a checkpoint runs no code it names; use "

@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.harness.allowlist import spec_class
+from src.harness.checkpoints import DEFAULT_MODULE, MODULE_CLASS
 from src.harness.errors import ConfigError
 from src.harness.overrides import job_overrides, override_key
 from src.harness.provenance import plain
@@ -19,14 +20,16 @@ log = logging.getLogger(__name__)
 log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
 
-def choose_test_data(cfg: DictConfig, ckpt_path: Path, hparams: dict[str, Any]) -> None:
+def choose_test_data(cfg: DictConfig, ckpt_path: Path, checkpoint: dict[str, Any]) -> None:
     """Set ``cfg.data`` to what ``eval.py`` tests the checkpoint on, checked to fit its model.
 
     Only ``data=NAME`` on the command line picks the data (``model=NAME`` brings its own data
     set in training, configs/model/, not here); without it, the data config that the
     checkpoint's run recorded, checked to name no foreign code. ``model=NAME`` checks that the
-    checkpoint holds the net that model config sets up.
+    checkpoint holds the module and net that model config sets up.
     """
+    hparams = checkpoint["hyper_parameters"]
+    module_class = checkpoint.get(MODULE_CLASS, DEFAULT_MODULE)
     choices = HydraConfig.get().runtime.choices
     source = f"data={choices.get('data')}"
     if "data" not in map(override_key, job_overrides()):
@@ -46,26 +49,53 @@ def choose_test_data(cfg: DictConfig, ckpt_path: Path, hparams: dict[str, Any]) 
         with open_dict(cfg):
             cfg.data = data
     log.info("Data: %s, from %s", cfg.data._target_.rpartition(".")[2], source)
-    problem = model_data_mismatch(hparams, cfg.data)
+    problem = model_data_mismatch(hparams, cfg.data, module_class)
     if choices.get("model") and not problem:
-        problem = net_mismatch(hparams["net"], plain(cfg.model.net), choices.get("model"))
+        problem = model_mismatch(module_class, hparams, plain(cfg.model), choices.get("model"))
     if problem:
         raise ConfigError(f"cannot evaluate {ckpt_path}: {problem}")
 
 
-def model_data_mismatch(hparams: dict[str, Any], data: Any) -> str | None:
-    """Why a checkpoint's model cannot run on ``data`` (a data config), or ``None`` if it can."""
-    net = hparams["net"]
-    trained = (hparams["task"], list(net["input_shape"]), hparams["num_outputs"])
-    given = (data["task"], list(data["input_shape"]), data["num_outputs"])
-    if trained == given:
+def model_data_mismatch(hparams: dict[str, Any], data: Any, module_class: str) -> str | None:
+    """Why a checkpoint's model cannot run on ``data`` (a data config), or ``None`` if it can.
+
+    Compared: what the module records of the task, the input shape (its own or its net's)
+    and the number of outputs; a module that records none of them is not checked.
+    """
+    net = hparams.get("net") or {}
+    recorded = {
+        "task": hparams.get("task"),
+        "input_shape": hparams.get("input_shape", net.get("input_shape")),
+        "num_outputs": hparams.get("num_outputs"),
+    }
+    given = {key: plain(data[key]) for key in recorded}
+    if all(value in (None, given[key]) for key, value in recorded.items()):
         return None
+    name = net.get("_target_", module_class).rpartition(".")[2]
     return (
-        f"the checkpoint's model ({net['_target_'].rpartition('.')[2]}, {trained[0]} on input "
-        f"shape {trained[1]} with {trained[2]} outputs) does not match the data ({given[0]}, "
-        f"input shape {given[1]}, {given[2]} outputs). Choose data of the same kind, or leave "
-        "data unset to use the data the model was trained on."
+        f"the checkpoint's model ({name}, {recorded['task'] or 'trained'} on input shape "
+        f"{recorded['input_shape']} with {recorded['num_outputs']} outputs) does not match "
+        f"the data ({given['task']}, input shape {given['input_shape']}, "
+        f"{given['num_outputs']} outputs). Choose data of the same kind, or leave data unset to "
+        "use the data the model was trained on."
     )
+
+
+def model_mismatch(
+    module_class: str, hparams: dict[str, Any], chosen: dict[str, Any], name: str
+) -> str | None:
+    """Why a checkpoint's module is not the one ``model=NAME`` sets up, or ``None`` if it is:
+    another module class, or for modules with a net, another net."""
+    chosen_class = chosen.get("_target_", DEFAULT_MODULE)
+    if chosen_class != module_class:
+        return (
+            f"the checkpoint holds a {module_class}, not the {chosen_class} that model={name} "
+            "sets up. The model comes from the checkpoint: leave model= out, or name the model "
+            "config it was trained with."
+        )
+    if "net" in hparams and "net" in chosen:
+        return net_mismatch(hparams["net"], chosen["net"], name)
+    return None
 
 
 def net_mismatch(trained: dict[str, Any], chosen: dict[str, Any], name: str) -> str | None:

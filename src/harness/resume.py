@@ -9,19 +9,16 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from src.harness.checkpoints import load_checkpoint, resolve_ckpt_path, restore_model
+from src.harness.build import config_key
+from src.harness.checkpoints import class_path, load_checkpoint, resolve_ckpt_path, restore_model
 from src.harness.errors import ConfigError
 from src.harness.overrides import eval_command, override_key
 from src.harness.run_checkpoint import recorded_checkpoints
 
 log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
-
-
-# Where each hyperparameter comes from in the config, for messages.
-HPARAM_KEYS = {"net": "model.net", "optimizer": "optimizer", "scheduler": "scheduler"}
-HPARAM_KEYS |= {"task": "data.task", "num_outputs": "data.num_outputs", "monitor": "data.monitor"}
 
 
 def differences(trained: Any, configured: Any, key: str) -> list[str]:
@@ -40,12 +37,12 @@ def differences(trained: Any, configured: Any, key: str) -> list[str]:
     )
 
 
-def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
+def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> str | None:
     """The checkpoint ``train`` resumes from, checked against the module the config builds.
 
     A resume takes the model and the optimizer's and scheduler's state (their settings
     included) from the checkpoint, whatever the config says. So a config that differs in
-    any of ``hparams`` (the module's arguments) is refused before any work, with every
+    the module's class or any of its recorded arguments is refused before any work, with every
     difference and the overrides of the checkpoint's run: the run's ``config.yaml`` then
     never records a value that did not run. The checkpoints its callbacks' state names
     must be the resumed one's neighbours, checked here too.
@@ -54,7 +51,7 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
     if path is None:
         return None
     checkpoint = load_checkpoint(path)
-    trained = restore_model(checkpoint, path).hparams
+    trained = restore_model(checkpoint, path)
     for state in checkpoint.get("callbacks", {}).values():
         if isinstance(state, dict) and "best_k_models" in state:  # a ModelCheckpoint's
             recorded_checkpoints(state, path)  # RunCheckpoint carries them into the new run
@@ -65,10 +62,13 @@ def resume_checkpoint(cfg: DictConfig, hparams: dict[str, Any]) -> str | None:
             f"{max_epochs}. Resume with trainer.max_epochs above {epoch + 1} to train on, or "
             f"test it: {eval_command(path)}"
         )
-    changed = [
+    classes = differences(class_path(type(trained)), class_path(type(model)), "model._target_")
+    changed = classes or [
         line
-        for name, key in HPARAM_KEYS.items()
-        for line in differences(trained.get(name), hparams[name], key)
+        for name in dict.fromkeys([*trained.hparams, *model.hparams])
+        for line in differences(
+            trained.hparams.get(name), model.hparams.get(name), config_key(name, cfg.model)
+        )
     ]
     if changed:
         overrides = path.parent.parent / ".hydra" / "overrides.yaml"

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from src.harness.atomic_files import write_atomic
 from src.harness.best_score import best_metrics
-from src.harness.build import build_data, build_model, build_trainer, model_hparams
+from src.harness.build import build_data, build_model, build_trainer
 from src.harness.checkpoints import load_checkpoint, restore_model, trained_checkpoint
 from src.harness.errors import ConfigError
 from src.harness.eval_data import choose_test_data
@@ -69,7 +69,7 @@ def prepare_training(cfg: DictConfig) -> Run:
             "ckpt_path=last), or test one with python src/eval.py ckpt_path=PATH."
         )
     # Resolved now, so a bad path fails before the data loads and config.yaml names the file.
-    cfg.ckpt_path = resume_checkpoint(cfg, model_hparams(cfg)) or earlier_attempt_checkpoint(cfg)
+    cfg.ckpt_path = resume_checkpoint(cfg, model) or earlier_attempt_checkpoint(cfg)
     log_debug_changes(cfg)
     # Read the data now so a missing data set fails before anything else is created.
     datamodule.prepare_data()
@@ -129,7 +129,7 @@ def prepare_evaluation(cfg: DictConfig) -> Run:
     the Trainer, checked; the test data read; the run recorded."""
     started = time.perf_counter()
     path, checkpoint, model = trained_model(cfg)
-    choose_test_data(cfg, path, checkpoint["hyper_parameters"])
+    choose_test_data(cfg, path, checkpoint)
     datamodule, trainer = Problems().build_all(cfg, build_data, build_trainer)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -137,12 +137,10 @@ def prepare_evaluation(cfg: DictConfig) -> Run:
     return Run(cfg, started, trainer, model, datamodule, metrics={"ckpt_path": str(path)})
 
 
-def prepare_prediction(
-    cfg: DictConfig,
-) -> tuple[Run, list[str], torch.Tensor, list[str] | None]:
+def prepare_prediction(cfg: DictConfig) -> tuple[Run, list[str], torch.Tensor, dict[str, Any]]:
     """The trained model, the Trainer, the inputs preprocessed as training preprocessed its
-    data, their names (safe in a spreadsheet) and the task's label names if the data had
-    them; the run recorded."""
+    data, their names (safe in a spreadsheet), and the data's state saved in the checkpoint
+    (its task, label names); the run recorded."""
     started = time.perf_counter()
     _, checkpoint, model = trained_model(cfg)
     if cfg.get("input") is None:
@@ -155,7 +153,7 @@ def prepare_prediction(
     names, inputs = read_inputs(Path(cfg.input), state)
     record_run(cfg, Path(cfg.paths.output_dir))
     names = [spreadsheet_safe(name) for name in names]
-    return Run(cfg, started, trainer, model), names, inputs, state.get("label_names")
+    return Run(cfg, started, trainer, model), names, inputs, state
 
 
 def predict_outputs(run: Run, batches: DataLoader) -> torch.Tensor:

@@ -140,14 +140,25 @@ def supported(net_class: type, task: str, input_shape: list[int]) -> bool:
     return getattr(net_class, "supports", lambda *_: True)(task, input_shape)
 
 
+def paired_class(model: Any) -> type:
+    """The class that declares the data a model config trains on: its net, or without one the
+    module itself (a user's own LightningModule that builds its nets)."""
+    net = model.get("net")
+    if net:
+        return spec_class({"_target_": net["_target_"]}, "net")[0]
+    return spec_class({"_target_": model["_target_"]}, "module")[0]
+
+
 def pair_problems(net_class: type, task: str, input_shape: list[int], configs: Path) -> list[str]:
     """Why this net cannot train on this data, naming the ``model=`` configs that can."""
     if supported(net_class, task, input_shape):
         return []
     fitting = []
     for path in sorted(configs.glob("model/*.yaml")):
-        target = OmegaConf.select(OmegaConf.load(path), "model.net._target_")
-        if target and supported(spec_class({"_target_": target}, "net")[0], task, input_shape):
+        model = OmegaConf.load(path).get("model") or {}
+        if (model.get("net") or model.get("_target_")) and supported(
+            paired_class(model), task, input_shape
+        ):
             fitting.append(f"model={path.stem}")
     return [
         f"{net_class.__name__} cannot train on this data ({task}, input shape {input_shape}): "
