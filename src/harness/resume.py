@@ -52,9 +52,6 @@ def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> str | None:
         return None
     checkpoint = load_checkpoint(path)
     trained = restore_model(checkpoint, path)
-    for state in checkpoint.get("callbacks", {}).values():
-        if isinstance(state, dict) and "best_k_models" in state:  # a ModelCheckpoint's
-            recorded_checkpoints(state, path)  # RunCheckpoint carries them into the new run
     epoch, max_epochs = checkpoint.get("epoch", 0), cfg.trainer.get("max_epochs")
     if cfg.get("train") and max_epochs not in (None, -1) and epoch > max_epochs:
         raise ConfigError(
@@ -80,4 +77,7 @@ def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> str | None:
             f"the overrides of that run ({used}) and change only what training may change "
             "(trainer.max_epochs, for example), or start a new run without ckpt_path."
         )
+    for state in checkpoint.get("callbacks", {}).values():
+        if isinstance(state, dict) and "best_k_models" in state:  # a ModelCheckpoint's
+            recorded_checkpoints(state, path)  # RunCheckpoint carries them into the new run
     return str(path)
