@@ -19,9 +19,10 @@ import optuna
 import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from src.harness.search import quiet_optuna, search_space
+from src.harness.search import Search, quiet_optuna, search_space
 from tests.conftest import QUIET, ROOT, SHARED_DATA, run_script
 from tests.test_sweeps import summary_rows
 
@@ -89,7 +90,63 @@ def test_a_search_with_a_bad_setting_stops_in_one_line_before_any_trial(tmp_path
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert message in result.stderr and "Traceback" not in result.stderr
-    assert not any((tmp_path / "sweep").iterdir())  # no trial, no study
+    assert not (tmp_path / "sweep").exists()  # no trial, no study, no empty sweep folder
+
+
+SPACE = {"x": FloatDistribution(0, 1), "y": FloatDistribution(1e-4, 1, log=True)}
+GRID = {"x": CategoricalDistribution([0.1, 0.2, 0.3, 0.4]), "y": CategoricalDistribution([1, 2])}
+
+
+def project_sampler(name: str, seed: int, space: dict = SPACE) -> optuna.samplers.BaseSampler:
+    """The sampler a search builds from configs/hydra/sweeper/sampler/NAME.yaml."""
+    settings = OmegaConf.load(ROOT / "configs" / "hydra" / "sweeper" / "sampler" / f"{name}.yaml")
+    settings.seed = seed
+    search = Search("minimize", 6, 1, "", "s", settings, None, 60, None)
+    search.config = OmegaConf.create(
+        {"optimized_metric": "val/loss", "data": {"monitor": "val/loss", "monitor_mode": "min"}}
+    )
+    return search.algorithms(space)[0]
+
+
+def drawn(studies: list[optuna.Study], rounds: int, space: dict = SPACE) -> list[tuple]:
+    """Each study in turn asks for a trial and tells its outcome, ``rounds`` times."""
+    points = []
+    for _ in range(rounds):
+        for one in studies:
+            trial = one.ask(space)
+            one.tell(trial, trial.params["x"] * trial.params["y"])
+            points.append((trial.params["x"], trial.params["y"]))
+    return points
+
+
+# (CMA-ES needs the cmaes package, which the project does not install)
+@pytest.mark.parametrize("name", ["random", "tpe", "gp"])
+@pytest.mark.parametrize("workers", ["at once", "one after the other (a resumed search)"])
+def test_workers_and_resumed_searches_of_one_study_never_draw_the_same_parameters(
+    tmp_path, name, workers
+):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    studies = [
+        optuna.create_study(
+            storage=storage, study_name="s", sampler=project_sampler(name, 0), load_if_exists=True
+        )
+        for _ in range(2)
+    ]
+    if workers == "at once":
+        points = drawn(studies, rounds=4)
+    else:
+        points = drawn(studies[:1], rounds=4) + drawn(studies[1:], rounds=4)
+    assert len(set(points)) == len(points) == 8
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "gp", "grid"])
+def test_a_search_from_one_seed_draws_the_same_parameters_again(name):
+    def search(seed: int) -> list[tuple]:
+        study = optuna.create_study(sampler=project_sampler(name, seed, GRID))
+        return drawn([study], rounds=7, space=GRID)
+
+    assert search(7) == search(7)
+    assert search(7) != search(8)
 
 
 def test_optuna_logs_through_hydras_logging_without_colour_codes(caplog, capfd):
