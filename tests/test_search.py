@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -302,9 +307,65 @@ def test_workers_that_start_at_once_on_a_new_database_all_open_the_study(tmp_pat
     assert optuna.get_all_study_names(storage) == ["shared"]
 
 
+@pytest.fixture
+def postgresql() -> Iterator[str]:
+    """A PostgreSQL server of this test's own on 127.0.0.1 (Debian's ``postgresql``), its URL.
+
+    Its folder is not under ``tmp_path``: the server refuses to run as root, and the user
+    it runs as cannot enter pytest's private temporary folders.
+    """
+    pytest.importorskip("psycopg", reason="needs the PostgreSQL driver (the dev extra)")
+    found = [shutil.which("pg_ctl"), *map(str, Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))]
+    pg_ctl = next((Path(path) for path in found if path), None)
+    if pg_ctl is None:
+        pytest.skip("needs PostgreSQL's server (Debian: apt-get install postgresql; .ci/run)")
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="optuna-postgresql-"))
+    if as_server:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as probe:  # a port free now; the server takes it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = f"-k {folder} -h 127.0.0.1 -p {port}"
+    data, pid = folder / "data", None
+
+    def pg(*args: str) -> None:
+        subprocess.run([*as_server, *args], check=True, capture_output=True, timeout=120)
+
+    try:
+        pg(str(pg_ctl.with_name("initdb")), "-D", str(data), "-A", "trust", "-U", "optuna")
+        pg(
+            str(pg_ctl),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(data),
+            "-o",
+            server,
+            "-l",
+            f"{data}.log",
+        )
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        yield f"postgresql://optuna@127.0.0.1:{port}/postgres"
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+            deadline = time.monotonic() + 30
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_two_workers_run_one_stored_study(tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_workers_run_one_stored_study(tmp_path, request, database):
     storage = f"sqlite:///{tmp_path}/optuna.db"
+    if database == "postgresql":
+        storage = request.getfixturevalue("postgresql")
     command = [
         *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
         *("hydra.sweeper.n_trials=4", "trainer.max_epochs=2", f"hydra.sweeper.storage={storage}"),
@@ -331,6 +392,8 @@ def test_two_workers_run_one_stored_study(tmp_path):
         range(len(trials))
     )  # every trial ran once, in one worker or the other
     assert {len(list((tmp_path / name).glob("[0-9]*"))) > 0 for name in ("a", "b")} == {True}
+    drawn = [tuple(sorted(trial.params.items())) for trial in trials]
+    assert len(set(drawn)) == len(drawn), drawn  # no parameters drawn twice
 
 
 @pytest.mark.slow
