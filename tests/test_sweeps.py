@@ -89,6 +89,23 @@ def test_a_sweep_job_is_skipped_when_it_finished_and_rerun_when_it_did_not(tmp_p
     assert "optimizer.lr=0.1" in json.loads((run_dir / "run_info.json").read_text())["overrides"]
 
 
+def test_a_sweep_rerun_with_other_values_keeps_the_earlier_finished_jobs_whole(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert multirun(sweep, "data=digits", "optimizer.lr=0.01,0.001").returncode == 0
+    earlier = {name: (sweep / "0" / name).read_text() for name in ("metrics.json", "config.yaml")}
+
+    result = multirun(sweep, "data=digits", "optimizer.lr=0.003,0.001")
+
+    assert result.returncode == 0, result.stderr
+    aside = sweep / "0-earlier-1"
+    assert {name: (aside / name).read_text() for name in earlier} == earlier
+    assert "optimizer.lr=0.01" in (aside / ".hydra" / "overrides.yaml").read_text()
+    rows = {row["job"]: row for row in summary_rows(sweep)}
+    lrs = {job: (row["status"], row["optimizer.lr"]) for job, row in rows.items()}
+    assert lrs == {"0-earlier-1": ("ok", "0.01"), "0": ("ok", "0.003"), "1": ("ok", "0.001")}
+    assert "Skipped: this job already finished" in result.stdout + result.stderr  # job 1
+
+
 def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_path):
     cfg = compose_config([*TINY, "optimized_metric=val/accuracy"], tmp_path / "run")
     with pytest.raises(SystemExit) as exit_info:

@@ -80,7 +80,11 @@ def planned_jobs(sweep_dir: Path) -> list[Job]:
     multirun = sweep_dir / "multirun.yaml"
     if not multirun.is_file():
         return []
-    hydra = yaml.safe_load(multirun.read_text())["hydra"]
+    return jobs_of(yaml.safe_load(multirun.read_text())["hydra"])
+
+
+def jobs_of(hydra: dict[str, Any]) -> list[Job]:
+    """The jobs a basic sweep with these Hydra settings asks for (none for a search)."""
     if not hydra["sweeper"]["_target_"].endswith("BasicSweeper"):
         return []
     params = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
