@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -104,6 +105,44 @@ def test_a_sweep_rerun_with_other_values_keeps_the_earlier_finished_jobs_whole(t
     lrs = {job: (row["status"], row["optimizer.lr"]) for job, row in rows.items()}
     assert lrs == {"0-earlier-1": ("ok", "0.01"), "0": ("ok", "0.003"), "1": ("ok", "0.001")}
     assert "Skipped: this job already finished" in result.stdout + result.stderr  # job 1
+
+
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_sweep_prints_once_the_command_that_goes_on_with_it(tmp_path, launcher, signum):
+    sweep = tmp_path / "sweep"
+    overrides = ["data=digits", "optimizer.lr=0.01,0.001", f"hydra/launcher={launcher}", *QUIET]
+    overrides += ["trainer.max_epochs=100", "trainer.limit_train_batches=2"]
+    process = subprocess.Popen(
+        [sys.executable, "src/train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (sweep / "0" / "checkpoints" / "last.ckpt").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "no epoch ended"
+            time.sleep(0.1)
+        if signum == signal.SIGINT:  # Ctrl-C reaches every process of the sweep
+            os.killpg(process.pid, signum)
+        else:  # kill PID: the sweep's main process only
+            process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and "ckpt_path=" not in stderr  # no job's own command
+    assert stderr.count("Go on with:") == 1, stderr
+    assert f"The sweep stopped by {signal.Signals(signum).name}. {sweep} keeps" in stderr
+    go_on = shlex.split(stderr.split("Go on with:")[1].strip().splitlines()[0])
+    assert go_on[:3] == ["python", "src/train.py", "-m"]
+    assert sorted(go_on[3:-1]) == sorted(overrides) and go_on[-1] == f"hydra.sweep.dir={sweep}"
 
 
 def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_path):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shlex
 import sys
 import threading
 import time
@@ -60,9 +59,9 @@ from sqlalchemy.exc import DBAPIError
 
 from src.harness.compat import trial_id
 from src.harness.failures import EXIT_CODES
-from src.harness.overrides import override
 from src.harness.problems import stop_with_error
 from src.harness.summary import read_job
+from src.harness.sweep_stops import go_on_command
 from src.harness.sweeps import TRIAL_ENV, search_overrides
 from src.harness.trial_seeds import TrialSeeded
 
@@ -194,12 +193,12 @@ class Search:
         )
 
     def how_to_go_on(self, study: optuna.Study, sweep_dir: Path) -> str:
-        command = ["python", "src/train.py", *self.config.hydra.overrides.task]
-        if str(sweep_dir) in self.storage_url:  # the study is stored in this sweep's folder
-            command.append(override("hydra.sweep.dir", str(sweep_dir)))
+        # in this sweep's folder if the study is stored there, else in a new one
+        folder = sweep_dir if str(sweep_dir) in self.storage_url else None
         return (
             f"The search stopped; the trials it finished ({counted(study)}) are kept in "
-            f"{self.storage_url}. Go on with:\n  {shlex.join(command)}"
+            f"{self.storage_url}. Go on with:\n  "
+            f"{go_on_command(self.config.hydra.overrides, folder)}"
         )
 
     def next_batch(

@@ -59,6 +59,7 @@ from src.harness.summary import (
     read_job,
     summarize,
 )
+from src.harness.sweep_stops import stop_resumably
 
 if TYPE_CHECKING:
     import lightning as L
@@ -202,6 +203,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_slurm_reachable(config)  # before the launcher submits anything
         keep_earlier_jobs(config)
+        stop_resumably(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
