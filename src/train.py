@@ -29,7 +29,7 @@ from src.harness.interrupts import earlier_attempt_checkpoint, exit_resumably
 from src.harness.paths import absolute_paths
 from src.harness.problems import Problems
 from src.harness.provenance import log_debug_changes, record_run
-from src.harness.reporting import collect_metrics, report, run_identity
+from src.harness.reporting import collect_metrics, fit_metrics, report, run_identity
 from src.harness.resume import resume_checkpoint
 from src.harness.speed import set_threads
 from src.harness.sweeps import sweep_job
@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with exit_resumably(trainer, cfg):
         if cfg.get("train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-            metrics.update(collect_metrics(trainer))
+            metrics.update(fit_metrics(trainer, cfg))
             # Read before testing, which restores the callback's state from best.ckpt.
             best = best_metrics(trainer, cfg.data.monitor)
             for logger in trainer.loggers:  # the score, beside the epochs' (no epoch chart)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.harness.summary import summarize
+from src.harness.summary import read_job, summarize
 from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
@@ -143,6 +143,25 @@ def test_a_stopped_sweep_prints_once_the_command_that_goes_on_with_it(tmp_path, 
     go_on = shlex.split(stderr.split("Go on with:")[1].strip().splitlines()[0])
     assert go_on[:3] == ["python", "src/train.py", "-m"]
     assert sorted(go_on[3:-1]) == sorted(overrides) and go_on[-1] == f"hydra.sweep.dir={sweep}"
+
+
+def test_a_resumed_run_that_trains_no_epoch_says_why_it_has_no_training_metrics(tmp_path):
+    first = compose_config([*TINY, "data=digits"], tmp_path / "first")
+    train(first)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    again = compose_config([*TINY, "data=digits", f"ckpt_path={last}"], tmp_path / "sweep" / "0")
+
+    metrics = sweep_job(train, again)  # as a sweep job stopped while testing, run again
+
+    written = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
+    epochs = [key for key in written if key.startswith(("train/", "val/"))]
+    assert epochs == ["val/acc_best"]  # no epoch's metrics; the best one is the checkpoint's
+    assert written["note"].startswith(f"no train/ or val/ metrics: ckpt_path={last} had trained")
+    assert metrics == written["val/acc_best"]  # the checkpoint's record of its best score
+    (tmp_path / "sweep" / "0" / ".hydra").mkdir()  # as Hydra writes it for a sweep's job
+    (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").write_text("[]")
+    job = read_job(tmp_path / "sweep" / "0")  # a row of the sweep's summary
+    assert (job.status, job.error) == ("ok", written["note"])
 
 
 def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_path):

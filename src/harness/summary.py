@@ -41,7 +41,7 @@ class Job:
     status: str
     overrides: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
-    error: str = ""
+    error: str = ""  # or, for an ok job, why some metrics are missing (reporting.fit_metrics)
 
 
 @dataclass
@@ -111,7 +111,7 @@ def read_job(folder: Path) -> Job:
         for key, value in raw.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
-    return Job(folder.name, "ok", overrides, metrics)
+    return Job(folder.name, "ok", overrides, metrics, error=raw.get("note", ""))
 
 
 def objective(job_dir: Path) -> tuple[str, str]:
