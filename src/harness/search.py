@@ -153,10 +153,11 @@ class Search:
         if grid:  # each point once
             self.n_trials = min(self.n_trials, math.prod(map(len, extra["search_space"].values())))
         pruner = instantiate(self.pruner) if self.pruner else optuna.pruners.NopPruner()
+        if grid:  # its points in one order from its seed, in every worker: it skips those done
+            return instantiate(self.sampler, **extra), pruner
         settings = OmegaConf.to_container(self.sampler, resolve=True)
         seed = settings.pop("seed", None)  # type: ignore[union-attr]
-        sampler = TrialSeeded(lambda own: instantiate(settings, seed=own, **extra), seed)
-        return sampler, pruner
+        return TrialSeeded(lambda own: instantiate(settings, seed=own), seed), pruner
 
     def open_study(
         self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner

@@ -7,7 +7,8 @@ storage hands the numbers out), so a seed per trial number gives every worker an
 resumed run draws of their own, and one uninterrupted search from one seed stays
 reproducible. The sampler still sees the study's history: TPE, CMA-ES and GP model every
 finished trial, whichever worker ran it. Composed as Optuna's own ``PartialFixedSampler``
-composes its base sampler.
+composes its base sampler. Not for the grid sampler, which shuffles its points once by its
+seed, the same in every process as Optuna asks, and takes the next one not yet done.
 """
 
 from __future__ import annotations
