@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from src.harness.search import quiet_optuna, search_space
+from src.harness.search import Search, quiet_optuna, search_space
 from tests.conftest import QUIET, ROOT, SHARED_DATA, run_script
 from tests.test_sweeps import summary_rows
 
@@ -89,7 +95,63 @@ def test_a_search_with_a_bad_setting_stops_in_one_line_before_any_trial(tmp_path
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert message in result.stderr and "Traceback" not in result.stderr
-    assert not any((tmp_path / "sweep").iterdir())  # no trial, no study
+    assert not (tmp_path / "sweep").exists()  # no trial, no study, no empty sweep folder
+
+
+SPACE = {"x": FloatDistribution(0, 1), "y": FloatDistribution(1e-4, 1, log=True)}
+GRID = {"x": CategoricalDistribution([0.1, 0.2, 0.3, 0.4]), "y": CategoricalDistribution([1, 2])}
+
+
+def project_sampler(name: str, seed: int, space: dict = SPACE) -> optuna.samplers.BaseSampler:
+    """The sampler a search builds from configs/hydra/sweeper/sampler/NAME.yaml."""
+    settings = OmegaConf.load(ROOT / "configs" / "hydra" / "sweeper" / "sampler" / f"{name}.yaml")
+    settings.seed = seed
+    search = Search("minimize", 6, 1, "", "s", settings, None, 60, None)
+    search.config = OmegaConf.create(
+        {"optimized_metric": "val/loss", "data": {"monitor": "val/loss", "monitor_mode": "min"}}
+    )
+    return search.algorithms(space)[0]
+
+
+def drawn(studies: list[optuna.Study], rounds: int, space: dict = SPACE) -> list[tuple]:
+    """Each study in turn asks for a trial and tells its outcome, ``rounds`` times."""
+    points = []
+    for _ in range(rounds):
+        for one in studies:
+            trial = one.ask(space)
+            one.tell(trial, trial.params["x"] * trial.params["y"])
+            points.append((trial.params["x"], trial.params["y"]))
+    return points
+
+
+# (CMA-ES needs the cmaes package, which the project does not install)
+@pytest.mark.parametrize("name", ["random", "tpe", "gp"])
+@pytest.mark.parametrize("workers", ["at once", "one after the other (a resumed search)"])
+def test_workers_and_resumed_searches_of_one_study_never_draw_the_same_parameters(
+    tmp_path, name, workers
+):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    studies = [
+        optuna.create_study(
+            storage=storage, study_name="s", sampler=project_sampler(name, 0), load_if_exists=True
+        )
+        for _ in range(2)
+    ]
+    if workers == "at once":
+        points = drawn(studies, rounds=4)
+    else:
+        points = drawn(studies[:1], rounds=4) + drawn(studies[1:], rounds=4)
+    assert len(set(points)) == len(points) == 8
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "gp", "grid"])
+def test_a_search_from_one_seed_draws_the_same_parameters_again(name):
+    def search(seed: int) -> list[tuple]:
+        study = optuna.create_study(sampler=project_sampler(name, seed, GRID))
+        return drawn([study], rounds=7, space=GRID)
+
+    assert search(7) == search(7)
+    assert search(7) != search(8)
 
 
 def test_optuna_logs_through_hydras_logging_without_colour_codes(caplog, capfd):
@@ -262,9 +324,65 @@ def test_workers_that_start_at_once_on_a_new_database_all_open_the_study(tmp_pat
     assert optuna.get_all_study_names(storage) == ["shared"]
 
 
+@pytest.fixture
+def postgresql() -> Iterator[str]:
+    """A PostgreSQL server of this test's own on 127.0.0.1 (Debian's ``postgresql``), its URL.
+
+    Its folder is not under ``tmp_path``: the server refuses to run as root, and the user
+    it runs as cannot enter pytest's private temporary folders.
+    """
+    pytest.importorskip("psycopg", reason="needs the PostgreSQL driver (the dev extra)")
+    found = [shutil.which("pg_ctl"), *map(str, Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))]
+    pg_ctl = next((Path(path) for path in found if path), None)
+    if pg_ctl is None:
+        pytest.skip("needs PostgreSQL's server (Debian: apt-get install postgresql; .ci/run)")
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="optuna-postgresql-"))
+    if as_server:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as probe:  # a port free now; the server takes it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = f"-k {folder} -h 127.0.0.1 -p {port}"
+    data, pid = folder / "data", None
+
+    def pg(*args: str) -> None:
+        subprocess.run([*as_server, *args], check=True, capture_output=True, timeout=120)
+
+    try:
+        pg(str(pg_ctl.with_name("initdb")), "-D", str(data), "-A", "trust", "-U", "optuna")
+        pg(
+            str(pg_ctl),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(data),
+            "-o",
+            server,
+            "-l",
+            f"{data}.log",
+        )
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        yield f"postgresql://optuna@127.0.0.1:{port}/postgres"
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+            deadline = time.monotonic() + 30
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_two_workers_run_one_stored_study(tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_workers_run_one_stored_study(tmp_path, request, database):
     storage = f"sqlite:///{tmp_path}/optuna.db"
+    if database == "postgresql":
+        storage = request.getfixturevalue("postgresql")
     command = [
         *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
         *("hydra.sweeper.n_trials=4", "trainer.max_epochs=2", f"hydra.sweeper.storage={storage}"),
@@ -291,6 +409,8 @@ def test_two_workers_run_one_stored_study(tmp_path):
         range(len(trials))
     )  # every trial ran once, in one worker or the other
     assert {len(list((tmp_path / name).glob("[0-9]*"))) > 0 for name in ("a", "b")} == {True}
+    drawn = [tuple(sorted(trial.params.items())) for trial in trials]
+    assert len(set(drawn)) == len(drawn), drawn  # no parameters drawn twice
 
 
 @pytest.mark.slow

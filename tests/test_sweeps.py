@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.harness.summary import summarize
+from src.harness.summary import read_job, summarize
 from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
@@ -87,6 +88,80 @@ def test_a_sweep_job_is_skipped_when_it_finished_and_rerun_when_it_did_not(tmp_p
     sweep_job(train, other)
     assert not (run_dir / ERROR_FILE).exists()
     assert "optimizer.lr=0.1" in json.loads((run_dir / "run_info.json").read_text())["overrides"]
+
+
+def test_a_sweep_rerun_with_other_values_keeps_the_earlier_finished_jobs_whole(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert multirun(sweep, "data=digits", "optimizer.lr=0.01,0.001").returncode == 0
+    earlier = {name: (sweep / "0" / name).read_text() for name in ("metrics.json", "config.yaml")}
+
+    result = multirun(sweep, "data=digits", "optimizer.lr=0.003,0.001")
+
+    assert result.returncode == 0, result.stderr
+    aside = sweep / "0-earlier-1"
+    assert {name: (aside / name).read_text() for name in earlier} == earlier
+    assert "optimizer.lr=0.01" in (aside / ".hydra" / "overrides.yaml").read_text()
+    rows = {row["job"]: row for row in summary_rows(sweep)}
+    lrs = {job: (row["status"], row["optimizer.lr"]) for job, row in rows.items()}
+    assert lrs == {"0-earlier-1": ("ok", "0.01"), "0": ("ok", "0.003"), "1": ("ok", "0.001")}
+    assert "Skipped: this job already finished" in result.stdout + result.stderr  # job 1
+
+
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_sweep_prints_once_the_command_that_goes_on_with_it(tmp_path, launcher, signum):
+    sweep = tmp_path / "sweep"
+    overrides = ["data=digits", "optimizer.lr=0.01,0.001", f"hydra/launcher={launcher}", *QUIET]
+    overrides += ["trainer.max_epochs=100", "trainer.limit_train_batches=2"]
+    process = subprocess.Popen(
+        [sys.executable, "src/train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (sweep / "0" / "checkpoints" / "last.ckpt").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "no epoch ended"
+            time.sleep(0.1)
+        if signum == signal.SIGINT:  # Ctrl-C reaches every process of the sweep
+            os.killpg(process.pid, signum)
+        else:  # kill PID: the sweep's main process only
+            process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and "ckpt_path=" not in stderr  # no job's own command
+    assert stderr.count("Go on with:") == 1, stderr
+    assert f"The sweep stopped by {signal.Signals(signum).name}. {sweep} keeps" in stderr
+    go_on = shlex.split(stderr.split("Go on with:")[1].strip().splitlines()[0])
+    assert go_on[:3] == ["python", "src/train.py", "-m"]
+    assert sorted(go_on[3:-1]) == sorted(overrides) and go_on[-1] == f"hydra.sweep.dir={sweep}"
+
+
+def test_a_resumed_run_that_trains_no_epoch_says_why_it_has_no_training_metrics(tmp_path):
+    first = compose_config([*TINY, "data=digits"], tmp_path / "first")
+    train(first)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    again = compose_config([*TINY, "data=digits", f"ckpt_path={last}"], tmp_path / "sweep" / "0")
+
+    metrics = sweep_job(train, again)  # as a sweep job stopped while testing, run again
+
+    written = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
+    epochs = [key for key in written if key.startswith(("train/", "val/"))]
+    assert epochs == ["val/acc_best"]  # no epoch's metrics; the best one is the checkpoint's
+    assert written["note"].startswith(f"no train/ or val/ metrics: ckpt_path={last} had trained")
+    assert metrics == written["val/acc_best"]  # the checkpoint's record of its best score
+    (tmp_path / "sweep" / "0" / ".hydra").mkdir()  # as Hydra writes it for a sweep's job
+    (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").write_text("[]")
+    job = read_job(tmp_path / "sweep" / "0")  # a row of the sweep's summary
+    assert (job.status, job.error) == ("ok", written["note"])
 
 
 def test_an_optimized_metric_never_logged_ends_the_sweep_with_a_clear_error(tmp_path):

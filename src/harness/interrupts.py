@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
 import os
 import shlex
 import signal
@@ -37,6 +38,7 @@ from src.harness.checkpoints import checkpoint_epoch
 from src.harness.failures import EXIT_CODES, discard_unfinished_run
 from src.harness.overrides import job_overrides, override, override_key
 from src.harness.provenance import resolved_config
+from src.harness.sweep_stops import stopped_sweep
 from src.harness.sweeps import TRIAL_ENV
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,21 @@ def stop(trainer: L.Trainer, cfg: DictConfig, signum: signal.Signals) -> None:
         message = interrupt_report(trainer, cfg, signum.name)
         log_file_only.warning("%s", message)
         discard_unfinished_run(Path(cfg.paths.output_dir), keep_log=False)
-        print(message, file=sys.stderr, flush=True)
+        if shown := console_report(message, signum.name):
+            print(shown, file=sys.stderr, flush=True)
     raise SystemExit(EXIT_CODES[signum]) from None
+
+
+def console_report(message: str, signal_name: str) -> str | None:
+    """A run's own report; in a sweep, one message for the whole sweep, printed by the sweep's
+    main process (``sweep_stops.py``), or by this job if the basic launcher runs it there."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return message
+    if TRIAL_ENV in os.environ or multiprocessing.parent_process() is not None:
+        return None  # the search, or the sweep's main process, says how to go on
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    overrides = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides
+    return stopped_sweep(signal_name, overrides, sweep_dir)
 
 
 def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> str:

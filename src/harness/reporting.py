@@ -40,6 +40,23 @@ def collect_metrics(trainer: Any) -> dict[str, float]:
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
+def fit_metrics(trainer: Any, cfg: DictConfig) -> dict[str, Any]:
+    """What fit logged. A run resumed from a checkpoint that had trained all its
+    ``trainer.max_epochs`` already (or a sweep job stopped while testing, run again) trains
+    no epoch and logs no ``train/`` or ``val/`` metric: its ``metrics.json`` says why in
+    ``note``, which the sweep summary shows, rather than miss them silently."""
+    metrics: dict[str, Any] = collect_metrics(trainer)
+    if cfg.get("ckpt_path") is None or any(key.startswith(("train/", "val/")) for key in metrics):
+        return metrics
+    metrics["note"] = (
+        f"no train/ or val/ metrics: ckpt_path={cfg.ckpt_path} had trained its "
+        f"trainer.max_epochs={cfg.trainer.max_epochs} epochs, so this run trained none "
+        "(the run that trained them has them in its metrics.json)"
+    )
+    log.warning("%s", metrics["note"])
+    return metrics
+
+
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The run's name and tags, recorded in metrics.json and the loggers' hyperparameters."""
     return {"run_name": cfg.get("run_name"), "tags": list(cfg.get("tags") or [])}

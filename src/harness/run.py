@@ -31,7 +31,7 @@ from src.harness.paths import absolute_paths
 from src.harness.problems import Problems
 from src.harness.provenance import log_debug_changes, record_run
 from src.harness.raw_inputs import preprocessing_state, read_inputs, spreadsheet_safe
-from src.harness.reporting import collect_metrics, report, run_identity
+from src.harness.reporting import collect_metrics, fit_metrics, report, run_identity
 from src.harness.resume import resume_checkpoint
 from src.harness.speed import set_threads
 from src.harness.validation import checked_seed
@@ -95,7 +95,7 @@ def fit(run: Run) -> None:
             run.trainer.fit(
                 run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True
             )
-        run.metrics.update(collect_metrics(run.trainer))
+        run.metrics.update(fit_metrics(run.trainer, run.cfg))
         run.metrics.update(best_metrics(run.trainer))
         run.ckpt_path = getattr(run.trainer.checkpoint_callback, "best_model_path", "") or None
     run.metrics["best_model_path"] = run.ckpt_path

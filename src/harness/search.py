@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import logging
 import math
-import shlex
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -60,10 +59,11 @@ from sqlalchemy.exc import DBAPIError
 
 from src.harness.compat import trial_id
 from src.harness.failures import EXIT_CODES
-from src.harness.overrides import override
 from src.harness.problems import stop_with_error
 from src.harness.summary import read_job
+from src.harness.sweep_stops import go_on_command
 from src.harness.sweeps import TRIAL_ENV, search_overrides
+from src.harness.trial_seeds import TrialSeeded
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +102,20 @@ class Search:
 
     def sweep(self, arguments: list[str]) -> None:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
         try:  # every setting checked before anything is written
             space, fixed = search_space(search_overrides(self.params, arguments, parser))
             sampler, pruner = self.algorithms(space)
         except (HydraException, ValueError, TypeError) as error:
-            stop_with_error(f"the search's settings (hydra.sweeper): {error}")
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+            refuse(sweep_dir, f"the search's settings (hydra.sweeper): {error}")
         sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
             study = self.open_study(sampler, pruner)
         except Exception as error:  # a URL that names no database, or one out of reach
-            stop_with_error(
+            refuse(
+                sweep_dir,
                 f"cannot open the study {self.study_name!r} in "
-                f"hydra.sweeper.storage={self.storage_url}: {type(error).__name__}: {error}"
+                f"hydra.sweeper.storage={self.storage_url}: {type(error).__name__}: {error}",
             )
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         metric = self.config.get("optimized_metric")
@@ -152,7 +153,11 @@ class Search:
         if grid:  # each point once
             self.n_trials = min(self.n_trials, math.prod(map(len, extra["search_space"].values())))
         pruner = instantiate(self.pruner) if self.pruner else optuna.pruners.NopPruner()
-        return instantiate(self.sampler, **extra), pruner
+        if grid:  # its points in one order from its seed, in every worker: it skips those done
+            return instantiate(self.sampler, **extra), pruner
+        settings = OmegaConf.to_container(self.sampler, resolve=True)
+        seed = settings.pop("seed", None)  # type: ignore[union-attr]
+        return TrialSeeded(lambda own: instantiate(settings, seed=own), seed), pruner
 
     def open_study(
         self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
@@ -189,12 +194,12 @@ class Search:
         )
 
     def how_to_go_on(self, study: optuna.Study, sweep_dir: Path) -> str:
-        command = ["python", "src/train.py", *self.config.hydra.overrides.task]
-        if str(sweep_dir) in self.storage_url:  # the study is stored in this sweep's folder
-            command.append(override("hydra.sweep.dir", str(sweep_dir)))
+        # in this sweep's folder if the study is stored there, else in a new one
+        folder = sweep_dir if str(sweep_dir) in self.storage_url else None
         return (
             f"The search stopped; the trials it finished ({counted(study)}) are kept in "
-            f"{self.storage_url}. Go on with:\n  {shlex.join(command)}"
+            f"{self.storage_url}. Go on with:\n  "
+            f"{go_on_command(self.config.hydra.overrides, folder)}"
         )
 
     def next_batch(
@@ -223,6 +228,14 @@ class Search:
             trial.set_user_attr("failure", reason)
             tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s (%s)", trial.number, reason, folder)
+
+
+def refuse(sweep_dir: Path, message: str) -> NoReturn:
+    """Stop before any trial, leaving no sweep folder: the one made for this search
+    (``CreateRunFolder``) is removed if nothing was written into it."""
+    with suppress(OSError):  # not empty: an earlier sweep's folder, kept
+        sweep_dir.rmdir()
+    stop_with_error(message)
 
 
 def quiet_optuna() -> None:

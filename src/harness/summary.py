@@ -41,7 +41,7 @@ class Job:
     status: str
     overrides: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
-    error: str = ""
+    error: str = ""  # or, for an ok job, why some metrics are missing (reporting.fit_metrics)
 
 
 @dataclass
@@ -80,7 +80,11 @@ def planned_jobs(sweep_dir: Path) -> list[Job]:
     multirun = sweep_dir / "multirun.yaml"
     if not multirun.is_file():
         return []
-    hydra = yaml.safe_load(multirun.read_text())["hydra"]
+    return jobs_of(yaml.safe_load(multirun.read_text())["hydra"])
+
+
+def jobs_of(hydra: dict[str, Any]) -> list[Job]:
+    """The jobs a basic sweep with these Hydra settings asks for (none for a search)."""
     if not hydra["sweeper"]["_target_"].endswith("BasicSweeper"):
         return []
     params = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
@@ -107,7 +111,7 @@ def read_job(folder: Path) -> Job:
         for key, value in raw.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
-    return Job(folder.name, "ok", overrides, metrics)
+    return Job(folder.name, "ok", overrides, metrics, error=raw.get("note", ""))
 
 
 def objective(job_dir: Path) -> tuple[str, str]:

@@ -4,6 +4,7 @@ Hydra's launchers run ``main`` once per job. ``sweep_job`` wraps that call so th
 
 * a job that already finished in an earlier run into the same sweep folder (same
   overrides, a ``metrics.json``) is not trained again: a sweep killed halfway resumes;
+  a finished job with other overrides is moved aside whole first (``SweepCallback``);
 * a job that fails writes its error and traceback to ``error.txt`` in its folder and
   returns None; the other jobs still run, and a sweep exits non-zero at the end, after
   its summary is written (``SweepCallback``); a search marks the trial failed and goes on;
@@ -22,6 +23,7 @@ because it runs inside each job.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import multiprocessing
@@ -51,10 +53,13 @@ from src.harness.summary import (
     ERROR_FILE,
     PRUNED_FILE,
     as_dict,
+    jobs_of,
     override_keys,
     planned_jobs,
+    read_job,
     summarize,
 )
+from src.harness.sweep_stops import stop_resumably
 
 if TYPE_CHECKING:
     import lightning as L
@@ -197,6 +202,8 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_slurm_reachable(config)  # before the launcher submits anything
+        keep_earlier_jobs(config)
+        stop_resumably(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -212,6 +219,28 @@ class SweepCallback(Callback):
                 f"(jobs {', '.join(not_ok)}); their folders in {sweep_dir} hold error.txt, "
                 f"and {sweep_dir / 'summary.md'} lists every job."
             )
+
+
+def keep_earlier_jobs(config: DictConfig) -> None:
+    """Move aside, whole, each finished job of an earlier sweep into this folder whose
+    overrides differ from those of this sweep's job of the same number (``0`` becomes
+    ``0-earlier-1``): Hydra would write the new job's ``.hydra/`` over it, and the new job
+    its results. The summary lists both. A job with the same overrides is skipped
+    (``finished_metrics``); an unfinished one is run again."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    for job in jobs_of(OmegaConf.to_container(config.hydra)):  # type: ignore[arg-type]
+        folder = sweep_dir / job.name
+        if not (folder / "metrics.json").is_file() or read_job(folder).overrides == job.overrides:
+            continue
+        aside = next(
+            path
+            for path in (sweep_dir / f"{job.name}-earlier-{n}" for n in itertools.count(1))
+            if not path.exists()
+        )
+        folder.rename(aside)
+        log.warning(
+            "%s held a finished job with other overrides: moved to %s, kept whole.", folder, aside
+        )
 
 
 def swept_overrides() -> str:
