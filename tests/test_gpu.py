@@ -2,7 +2,8 @@
 host memory, mixed precision, torch.compile with Triton, DDP on two GPUs), each trained,
 and checked by what it learns, resumes, evaluates and predicts.
 
-Skipped where torch sees no CUDA GPU; ``bash scripts/gpu_check.sh`` runs them on one.
+Skipped where torch sees no CUDA GPU; ``bash scripts/gpu_check.sh`` runs them on one, and
+says so where there is none.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,9 @@ from src.eval import evaluate
 from src.models.module import SupervisedModule
 from src.predict import predict
 from src.train import train
-from tests.conftest import QUIET, compose_config, run_script
+from tests.conftest import QUIET, ROOT, compose_config, run_script
 
-pytestmark = pytest.mark.skipif(
+needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU: torch sees none on this machine"
 )
 
@@ -42,6 +44,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+@needs_cuda
 @pytest.mark.parametrize("placement", WHERE_THE_DATA_LIVES)
 def test_train_resume_evaluate_and_predict_on_the_gpu(placement, tmp_path):
     common = [*GPU, placement, "model.net.dropout=0.2", "trainer.deterministic=true"]
@@ -76,6 +79,7 @@ def test_train_resume_evaluate_and_predict_on_the_gpu(placement, tmp_path):
         assert written == model.eval()(inputs).argmax(dim=1).tolist()
 
 
+@needs_cuda
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 def test_mixed_precision_learns(precision, tmp_path):
     if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
@@ -84,6 +88,7 @@ def test_mixed_precision_learns(precision, tmp_path):
     learned(train(compose_config(overrides, tmp_path)))
 
 
+@needs_cuda
 def test_compiled_net_learns_and_its_checkpoint_evaluates(tmp_path):
     overrides = [*GPU, "data.device_resident=true", "model.compile=true"]
     trained = train(compose_config(overrides, tmp_path / "run"))
@@ -93,6 +98,7 @@ def test_compiled_net_learns_and_its_checkpoint_evaluates(tmp_path):
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-3)
 
 
+@needs_cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="trainer=ddp needs two GPUs")
 def test_ddp_on_two_gpus_writes_one_run_that_learned(tmp_path):
     """The CLI: trainer=ddp starts its second process by re-running the command."""
@@ -104,3 +110,18 @@ def test_ddp_on_two_gpus_writes_one_run_that_learned(tmp_path):
         "best.ckpt",
         "last.ckpt",
     ]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_the_gpu_check_without_a_gpu_says_so_and_fails():
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == "error: torch sees no CUDA GPU on this machine; run this check where one is.\n"
+    )
