@@ -63,7 +63,10 @@ def type_schema(annotation: Any) -> dict[str, Any]:
         return {"type": "object"}
     if isinstance(origin, type) and issubclass(origin, Iterable) or annotation in (list, tuple):
         items = [type_schema(arg) for arg in args if arg is not Ellipsis]
-        return {"type": "array", **({"items": items[0]} if len(set(map(str, items))) == 1 else {})}
+        if not items:
+            return {"type": "array"}
+        same = all(item == items[0] for item in items)
+        return {"type": "array", "items": items[0] if same else {"anyOf": items}}
     if isinstance(annotation, type) and annotation is not object:
         return {"type": "object", "required": ["_target_"]}
     return {}
@@ -75,7 +78,7 @@ def interpolable(schema: dict[str, Any]) -> dict[str, Any]:
         return schema
     if "items" in schema:
         schema = {**schema, "items": interpolable(schema["items"])}
-    return {"anyOf": [schema, {"$ref": "#/$defs/interpolation"}]}
+    return {"anyOf": [schema, {"$ref": "#/definitions/interpolation"}]}
 
 
 def plain_default(value: Any) -> Any:
@@ -168,23 +171,24 @@ def schemas(configs: Path = ROOT / "configs") -> dict[str, dict[str, Any]]:
     top += [group for group in SINGLE + NAMED if group not in top]
     return {
         group: {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            # draft-07: the newest that every version of the YAML extension's server reads
+            "$schema": "http://json-schema.org/draft-07/schema#",
             "title": f"configs/{group}",
             "description": f"Written by scripts/config_schemas.py from the classes that "
             f"configs/{group}/ names; rerun it after adding a class or a config.",
             "anyOf": [
-                {"$ref": "#/$defs/group"},
+                {"$ref": "#/definitions/group"},
                 {
                     "type": "object",
                     "properties": {
                         "defaults": DEFAULTS,
                         **{key: {} for key in top},
-                        group: {"$ref": "#/$defs/group"},
+                        group: {"$ref": "#/definitions/group"},
                     },
                     "additionalProperties": False,
                 },
             ],
-            "$defs": {"group": group_schema(group, found), "interpolation": INTERPOLATION},
+            "definitions": {"group": group_schema(group, found), "interpolation": INTERPOLATION},
         }
         for group in SINGLE + NAMED
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft7Validator
 from omegaconf import OmegaConf
 
 from scripts.config_schemas import NAMED, SINGLE, schemas
@@ -32,7 +32,7 @@ def content(path: Path) -> Any:
 
 
 def problems(schema: dict[str, Any], config: Any) -> list[str]:
-    return [error.message for error in Draft202012Validator(schema).iter_errors(config)]
+    return [error.message for error in Draft7Validator(schema).iter_errors(config)]
 
 
 def test_committed_schemas_are_current(written):
@@ -44,7 +44,7 @@ def test_committed_schemas_are_current(written):
 
 def test_schemas_are_valid_json_schemas(written):
     for schema in written.values():
-        Draft202012Validator.check_schema(schema)
+        Draft7Validator.check_schema(schema)
 
 
 def test_the_editor_maps_each_group_to_its_schema():
