@@ -15,7 +15,6 @@ its keys at the config's top (``# @package _global_``, as the model configs do).
 from __future__ import annotations
 
 import collections
-import enum
 import inspect
 import json
 import sys
@@ -55,8 +54,6 @@ def type_schema(annotation: Any) -> dict[str, Any]:
         return {"type": "string"}
     if origin is typing.Literal:
         return {"enum": list(args)}
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return {"enum": [member.value for member in annotation]}
     if origin in (typing.Union, type(int | None)):
         return {"anyOf": [type_schema(arg) for arg in args]}
     if isinstance(origin, type) and issubclass(origin, Mapping) or annotation in (dict, Mapping):
