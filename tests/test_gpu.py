@@ -59,7 +59,8 @@ def test_train_resume_evaluate_and_predict_on_the_gpu(placement, tmp_path):
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
 
     best = tmp_path / "straight" / "checkpoints" / "best.ckpt"
-    evaluated = evaluate(compose_config([*QUIET, f"ckpt_path={best}"], tmp_path / "eval", "eval"))
+    on_gpu = [*QUIET, "trainer=gpu", f"ckpt_path={best}"]
+    evaluated = evaluate(compose_config(on_gpu, tmp_path / "eval", "eval"))
     assert evaluated["test/acc"] == pytest.approx(straight["test/acc"], abs=1e-6)
 
     rows = np.random.default_rng(0).normal(size=(50, 20))
@@ -67,9 +68,7 @@ def test_train_resume_evaluate_and_predict_on_the_gpu(placement, tmp_path):
     np.savetxt(
         source, rows, delimiter=",", header=",".join(f"x{i}" for i in range(20)), comments=""
     )
-    predict_cfg = compose_config(
-        [*QUIET, f"ckpt_path={best}", f"input={source}"], tmp_path / "p", "predict"
-    )
+    predict_cfg = compose_config([*on_gpu, f"input={source}"], tmp_path / "p", "predict")
     with predict(predict_cfg).open() as handle:
         written = [int(row["class"]) for row in csv.DictReader(handle)]
     model = SupervisedModule.load_from_checkpoint(best, weights_only=True, map_location="cpu")
@@ -94,8 +93,11 @@ def test_compiled_net_learns_and_its_checkpoint_evaluates(tmp_path):
     trained = train(compose_config(overrides, tmp_path / "run"))
     learned(trained)
     best = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    evaluated = evaluate(compose_config([*QUIET, f"ckpt_path={best}"], tmp_path / "eval", "eval"))
-    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-3)
+    on_gpu = [*QUIET, "trainer=gpu", f"ckpt_path={best}"]
+    evaluated = evaluate(compose_config(on_gpu, tmp_path / "eval", "eval"))
+    # The eager net rounds otherwise than the compiled kernels: a test sample (1/400 of the
+    # accuracy) that sits on a tie between two classes may change its answer.
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=0.01)
 
 
 @needs_cuda
@@ -112,6 +114,7 @@ def test_ddp_on_two_gpus_writes_one_run_that_learned(tmp_path):
     ]
 
 
+@pytest.mark.slow  # a torch import in a subprocess: seconds, for one error line
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_the_gpu_check_without_a_gpu_says_so_and_fails():
     result = subprocess.run(
