@@ -20,6 +20,7 @@ import json
 import sys
 import typing
 from collections.abc import Iterable, Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,11 @@ def group_schema(group: str, found: dict[str, set[str]]) -> dict[str, Any]:
     return schema if group != "scheduler" else {"anyOf": [*schema["anyOf"], {"type": "null"}]}
 
 
+def signatures_from() -> str:
+    """The libraries whose signatures the optimizer, trainer and callback schemas hold."""
+    return ", ".join(f"{name} {version(name)}" for name in ("torch", "lightning"))
+
+
 def schemas(configs: Path = ROOT / "configs") -> dict[str, dict[str, Any]]:
     """One schema per group: its own keys, or (``# @package _global_``) the config's top keys,
     its group's checked under the group's name, the others' as a run's configs name them."""
@@ -173,6 +179,7 @@ def schemas(configs: Path = ROOT / "configs") -> dict[str, dict[str, Any]]:
             "title": f"configs/{group}",
             "description": f"Written by scripts/config_schemas.py from the classes that "
             f"configs/{group}/ names; rerun it after adding a class or a config.",
+            "$comment": signatures_from(),
             "anyOf": [
                 {"$ref": "#/definitions/group"},
                 {

@@ -36,8 +36,14 @@ def problems(schema: dict[str, Any], config: Any) -> list[str]:
 
 
 def test_committed_schemas_are_current(written):
-    """Stale after a change to a configured class or a config, or another torch or Lightning
-    (whose signatures the optimizer, scheduler, trainer and callback schemas hold)."""
+    """Stale after a change to a configured class or a config. Under another torch or
+    Lightning (whose signatures the optimizer, scheduler, trainer and callback schemas hold)
+    they differ too, which is not a change of the project's: that is skipped, saying so."""
+    committed = json.loads((ROOT / "schemas" / "model.json").read_text())["$comment"]
+    if committed != written["model"]["$comment"]:
+        pytest.skip(
+            f"schemas/ were written from {committed}; installed: {written['model']['$comment']}"
+        )
     stale = [
         group
         for group in GROUPS
