@@ -26,7 +26,8 @@ from src.eval import evaluate
 from src.harness.failures import run_reporting_errors
 from src.harness.overrides import override
 from src.harness.paths import CreateRunFolder
-from src.harness.summary import job_table, read_job
+from src.harness.summary import job_table
+from src.harness.sweep_jobs import read_job
 from src.predict import predict
 from src.train import train
 from tests.conftest import QUIET, compose_config, run_script

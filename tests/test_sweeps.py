@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.harness.summary import read_job, summarize
+from src.harness.summary import summarize
+from src.harness.sweep_jobs import read_job
 from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config

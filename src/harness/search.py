@@ -60,7 +60,7 @@ from sqlalchemy.exc import DBAPIError
 from src.harness.compat import trial_id
 from src.harness.failures import EXIT_CODES
 from src.harness.problems import stop_with_error
-from src.harness.summary import read_job
+from src.harness.sweep_jobs import read_job
 from src.harness.sweep_stops import go_on_command
 from src.harness.sweeps import TRIAL_ENV, search_overrides
 from src.harness.trial_seeds import TrialSeeded

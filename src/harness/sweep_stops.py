@@ -1,4 +1,5 @@
-"""A stopped sweep or search says once how to go on with all of it: the same command, in its folder.
+"""A stopped sweep or search says once how to go on with all of it: the same command, in its
+folder; and a job in a worker process stops when the sweep's main process is gone.
 
 Run again into the same ``hydra.sweep.dir``, a sweep skips its finished jobs and resumes a
 stopped one from its last checkpoint (``sweeps.py``, ``interrupts.py``), and a search
@@ -11,10 +12,15 @@ message: the job's stop when the basic launcher runs it in that process, the han
 
 from __future__ import annotations
 
+import functools
+import logging
+import multiprocessing
 import os
 import shlex
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 from src.harness.failures import EXIT_CODES
 from src.harness.overrides import override, override_key
 
+log = logging.getLogger(__name__)
 SWEEP_DIR = "hydra.sweep.dir"
+PARENT_POLL_S = 0.5
+STOP_GRACE_S = 3.0  # for the current batch to end and the job to report where it stopped
 
 
 def go_on_command(overrides: Mapping[str, Iterable[str]], sweep_dir: Path | None) -> str:
@@ -68,3 +77,29 @@ def stop_resumably(config: DictConfig) -> None:
 
     for signum in EXIT_CODES:
         signal.signal(signum, stop)
+
+
+@functools.cache  # once per process: a worker runs job after job
+def end_with_the_sweep() -> None:
+    """In a worker process that a launcher's process pool started, watch for its parent.
+
+    Polled rather than ``prctl(PR_SET_PDEATHSIG)``, which fires when the *thread* that
+    started the process ends, and loky starts replacement workers from a thread of its
+    own. The basic launcher runs each job in the sweep's main process, whose parent is a
+    shell that it must outlive (``nohup``): there is nothing to watch there.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=stop_when_orphaned, args=(parent.pid,), daemon=True).start()
+
+
+def stop_when_orphaned(parent_pid: int) -> None:
+    """Once the parent is gone, stop as an interrupted run does, then end the process."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    log.warning("The sweep's main process (pid %d) is gone: stopping this job.", parent_pid)
+    # Lightning stops after the current batch and the run says how to resume it
+    # (src/harness/interrupts.py); loky would then keep the worker waiting for the next job.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_S)
+    os._exit(EXIT_CODES[signal.SIGTERM])

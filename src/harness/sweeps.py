@@ -22,16 +22,11 @@ because it runs inside each job.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
-import multiprocessing
 import os
 import re
-import signal
-import threading
-import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -46,10 +41,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.harness.atomic_files import write_atomic
 from src.harness.cluster import check_slurm_reachable
-from src.harness.failures import EXIT_CODES, failure
+from src.harness.failures import failure
 from src.harness.overrides import job_overrides
 from src.harness.problems import stop_with_error
-from src.harness.summary import (
+from src.harness.summary import summarize
+from src.harness.sweep_jobs import (
     ERROR_FILE,
     PRUNED_FILE,
     as_dict,
@@ -57,9 +53,8 @@ from src.harness.summary import (
     override_keys,
     planned_jobs,
     read_job,
-    summarize,
 )
-from src.harness.sweep_stops import stop_resumably
+from src.harness.sweep_stops import end_with_the_sweep, stop_resumably
 
 if TYPE_CHECKING:
     import lightning as L
@@ -68,8 +63,6 @@ log = logging.getLogger(__name__)
 
 # Set in each job of an Optuna search to its trial's id (src/harness/search.py)
 TRIAL_ENV = "OPTUNA_TRIAL_ID"
-PARENT_POLL_S = 0.5
-STOP_GRACE_S = 3.0  # for the current batch to end and the job to report where it stopped
 
 
 def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
@@ -167,32 +160,6 @@ def pruned(error: Exception) -> bool:
     import optuna
 
     return isinstance(error, optuna.TrialPruned)
-
-
-@functools.cache  # once per process: a worker runs job after job
-def end_with_the_sweep() -> None:
-    """In a worker process that a launcher's process pool started, watch for its parent.
-
-    Polled rather than ``prctl(PR_SET_PDEATHSIG)``, which fires when the *thread* that
-    started the process ends, and loky starts replacement workers from a thread of its
-    own. The basic launcher runs each job in the sweep's main process, whose parent is a
-    shell that it must outlive (``nohup``): there is nothing to watch there.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=stop_when_orphaned, args=(parent.pid,), daemon=True).start()
-
-
-def stop_when_orphaned(parent_pid: int) -> None:
-    """Once the parent is gone, stop as an interrupted run does, then end the process."""
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_POLL_S)
-    log.warning("The sweep's main process (pid %d) is gone: stopping this job.", parent_pid)
-    # Lightning stops after the current batch and the run says how to resume it
-    # (src/harness/interrupts.py); loky would then keep the worker waiting for the next job.
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(STOP_GRACE_S)
-    os._exit(EXIT_CODES[signal.SIGTERM])
 
 
 class SweepCallback(Callback):
