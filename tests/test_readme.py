@@ -1,6 +1,8 @@
-"""Every ``python src/...`` command shown in the README runs, shrunk to a fast_dev_run.
+"""Every ``python src/...`` command shown in the README and docs/ runs, shrunk to a fast_dev_run.
 
-A renamed option or config breaks this test instead of a user's first try.
+A renamed option or config breaks this test instead of a user's first try. Only ``bash``
+blocks are run: a ``console`` block shows a command that must not run here (a server that
+keeps running, a SLURM submission, a path of the reader's own), as docs/testing.md says.
 """
 
 from __future__ import annotations
@@ -33,9 +35,17 @@ FEW_BATCHES = [
 ]
 
 
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def documented_text() -> str:
+    """README and docs/ pages; "Add your own" runs in a fork instead (test_template.py)."""
+    text = "\n".join(path.read_text() for path in DOCUMENTS)
+    return re.sub(r"## Add your own .*?(?=\n## )", "", text, flags=re.S)
+
+
 def readme_blocks() -> list[list[str]]:
-    """The commands of each bash block; "Add your own" runs in a fork (test_template.py)."""
-    text = re.sub(r"## Add your own .*?(?=\n## )", "", (ROOT / "README.md").read_text(), flags=re.S)
+    """The commands of each bash block."""
     return [
         [
             part.strip()
@@ -43,13 +53,13 @@ def readme_blocks() -> list[list[str]]:
             for part in line.split("&&")
             if part.strip().startswith("python src/")
         ]
-        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for block in re.findall(r"```bash\n(.*?)```", documented_text(), flags=re.S)
     ]
 
 
 def readme_commands() -> list[str]:
-    commands = [command for block in readme_blocks() for command in block]
-    assert commands, "the README shows no python src/ command"
+    commands = list(dict.fromkeys(command for block in readme_blocks() for command in block))
+    assert commands, "the README and docs/ show no python src/ command"
     return commands
 
 
@@ -61,7 +71,7 @@ def training_before(command: str) -> list[str]:
         for c in block[: block.index(command)]
         if c.startswith("python src/train.py") and "ckpt_path=" not in c
     ]
-    assert earlier, f"no training command precedes {command!r} in its README block"
+    assert earlier, f"no training command precedes {command!r} in its block"
     return earlier[-1]
 
 
@@ -133,3 +143,24 @@ def test_readme_command_runs(
         assert result.is_file()
     else:
         assert "test/loss" in result or cfg.get("test") is False
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda path: path.name)
+def test_headings_lie_outside_code_blocks(path: Path) -> None:
+    """A ``## `` line a transcript prints would end a section for every reader of headings."""
+    in_fence = False
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        in_fence ^= line.startswith("```")
+        assert not (in_fence and line.startswith("## ")), f"{path.name}:{number}: {line}"
+
+
+def test_relative_links_point_at_files() -> None:
+    links = [
+        (path, target)
+        for path in DOCUMENTS
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text())
+    ]
+    missing = [
+        f"{path.name}: {target}" for path, target in links if not (path.parent / target).exists()
+    ]
+    assert links and not missing, f"links to missing files: {missing}"
