@@ -1,4 +1,5 @@
-"""Forking the template as the README's "Add your own model or data set" says.
+"""Forking the template as the README's "Add your own model or data set" says, and
+docs/own-module.md, which continues it with LightningModules of one's own.
 
 The section's files are written into a copy of the project, with no other edit: the pair
 tests there must find and train the new net and data sets (and refuse what they do not
@@ -39,7 +40,8 @@ LEARNS = {
 def section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index(SECTION)
-    return text[start : text.index("\n## ", start + len(SECTION))]
+    own_module = (ROOT / "docs" / "own-module.md").read_text()
+    return text[start : text.index("\n## ", start + len(SECTION))] + own_module
 
 
 def section_files() -> dict[str, str]:
