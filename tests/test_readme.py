@@ -143,24 +143,3 @@ def test_readme_command_runs(
         assert result.is_file()
     else:
         assert "test/loss" in result or cfg.get("test") is False
-
-
-@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda path: path.name)
-def test_headings_lie_outside_code_blocks(path: Path) -> None:
-    """A ``## `` line a transcript prints would end a section for every reader of headings."""
-    in_fence = False
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        in_fence ^= line.startswith("```")
-        assert not (in_fence and line.startswith("## ")), f"{path.name}:{number}: {line}"
-
-
-def test_relative_links_point_at_files() -> None:
-    links = [
-        (path, target)
-        for path in DOCUMENTS
-        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text())
-    ]
-    missing = [
-        f"{path.name}: {target}" for path, target in links if not (path.parent / target).exists()
-    ]
-    assert links and not missing, f"links to missing files: {missing}"
