@@ -1,4 +1,4 @@
-"""Regenerate the README's results table: every experiment config, several seeds, mean +- std.
+"""Regenerate docs/results.md's table: every experiment config, several seeds, mean +- std.
 
     python scripts/reproduce_results.py                       # all experiments, seeds 1 2 3
     python scripts/reproduce_results.py -e lenet_digits linreg_california -s 1 2
@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "logs" / "results.md")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve() if args.data_dir.is_dir() else None
-    # the README shows the reference folder relative to the repository root
+    # docs/results.md shows the reference folder relative to the repository root
     shared = (ROOT.parent / "shared" / "data").resolve()
     display_dir = Path("../shared/data") if data_dir == shared else data_dir
 

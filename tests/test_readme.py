@@ -1,6 +1,8 @@
-"""Every ``python src/...`` command shown in the README runs, shrunk to a fast_dev_run.
+"""Every ``python src/...`` command shown in the README and docs/ runs, shrunk to a fast_dev_run.
 
-A renamed option or config breaks this test instead of a user's first try.
+A renamed option or config breaks this test instead of a user's first try. Only ``bash``
+blocks are run: a ``console`` block shows a command that must not run here (a server that
+keeps running, a SLURM submission, a path of the reader's own), as docs/testing.md says.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from src.harness.errors import ConfigError
 from src.predict import predict
 from src.train import train
 from tests.conftest import QUIET, ROOT, SHARED_DATA, compose_config
+from tests.test_template import CONTINUATION
 
 ENTRY_POINTS = {"src/train.py": "train", "src/eval.py": "eval", "src/predict.py": "predict"}
 TINY = ["trainer.fast_dev_run=true"]
@@ -33,9 +36,18 @@ FEW_BATCHES = [
 ]
 
 
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def documented_text() -> str:
+    """README and docs/ pages; "Add your own" and its continuation run in a fork instead
+    (test_template.py)."""
+    text = "\n".join(path.read_text() for path in DOCUMENTS if path != CONTINUATION)
+    return re.sub(r"## Add your own .*?(?=\n## )", "", text, flags=re.S)
+
+
 def readme_blocks() -> list[list[str]]:
-    """The commands of each bash block; "Add your own" runs in a fork (test_template.py)."""
-    text = re.sub(r"## Add your own .*?(?=\n## )", "", (ROOT / "README.md").read_text(), flags=re.S)
+    """The commands of each bash block."""
     return [
         [
             part.strip()
@@ -43,13 +55,13 @@ def readme_blocks() -> list[list[str]]:
             for part in line.split("&&")
             if part.strip().startswith("python src/")
         ]
-        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for block in re.findall(r"```bash\n(.*?)```", documented_text(), flags=re.S)
     ]
 
 
 def readme_commands() -> list[str]:
-    commands = [command for block in readme_blocks() for command in block]
-    assert commands, "the README shows no python src/ command"
+    commands = list(dict.fromkeys(command for block in readme_blocks() for command in block))
+    assert commands, "the README and docs/ show no python src/ command"
     return commands
 
 
@@ -61,7 +73,7 @@ def training_before(command: str) -> list[str]:
         for c in block[: block.index(command)]
         if c.startswith("python src/train.py") and "ckpt_path=" not in c
     ]
-    assert earlier, f"no training command precedes {command!r} in its README block"
+    assert earlier, f"no training command precedes {command!r} in its block"
     return earlier[-1]
 
 

@@ -1,5 +1,5 @@
 """Optuna searches (src/harness/search.py): the search space, pruning, failed trials
-as outcomes, a stored study that goes on after a stop, and the README's searches.
+as outcomes, a stored study that goes on after a stop, and the searches docs/sweeps.md shows.
 
 A search needs Hydra's real command line: those tests run ``python src/train.py`` in a
 subprocess on the digits (LeNet) or a tiny housing CSV (MLP), a few epochs per trial.
@@ -415,9 +415,9 @@ def test_two_workers_run_one_stored_study(tmp_path, request, database):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"needs the reference data in {SHARED_DATA}")
-def test_the_readme_searches_exit_0_and_report_diverged_trials_in_one_line(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    commands = [line for line in readme.splitlines() if "hparams_search=" in line]
+def test_the_documented_searches_exit_0_and_report_diverged_trials_in_one_line(tmp_path):
+    page = (ROOT / "docs" / "sweeps.md").read_text()
+    commands = [line for line in page.splitlines() if "hparams_search=" in line]
     commands = [line for line in commands if line.startswith("python src/train.py")][:2]
     assert len(commands) == 2
     for number, line in enumerate(commands):

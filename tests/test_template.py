@@ -1,4 +1,5 @@
-"""Forking the template as the README's "Add your own model or data set" says.
+"""Forking the template as the README's "Add your own model or data set" says, and
+docs/own-module.md, which continues it with LightningModules of one's own.
 
 The section's files are written into a copy of the project, with no other edit: the pair
 tests there must find and train the new net and data sets (and refuse what they do not
@@ -24,6 +25,7 @@ import torch
 from tests.conftest import ROOT
 
 SECTION = "## Add your own model or data set"
+CONTINUATION = ROOT / "docs" / "own-module.md"  # the section goes on there
 # What each of the section's commands must reach: chance accuracy is 0.1, 1/3 and 1/2; on
 # topics, turning every label on scores an F1 of 0.55 and a logistic regression 0.71.
 LEARNS = {
@@ -39,7 +41,7 @@ LEARNS = {
 def section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index(SECTION)
-    return text[start : text.index("\n## ", start + len(SECTION))]
+    return text[start : text.index("\n## ", start + len(SECTION))] + CONTINUATION.read_text()
 
 
 def section_files() -> dict[str, str]:
