@@ -82,9 +82,10 @@ def test_each_bad_input_is_refused_with_its_reason(card, payload, match):
 
 def guarded_post(body: bytes) -> tuple[int, Any]:
     """POST ``body`` through the middleware to a stand-in for the model, which echoes what
-    reaches it; sent in two chunks, as a client may."""
+    reaches it, as JSON; sent in two chunks, as a client may."""
 
     async def echo(scope: dict, receive: Any, send: Any) -> None:
+        assert dict(scope["headers"])[b"content-type"] == b"application/json"
         message = await receive()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": message["body"]})
@@ -101,7 +102,8 @@ def guarded_post(body: bytes) -> tuple[int, Any]:
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    form = [(b"content-type", b"application/x-www-form-urlencoded")]  # what curl -d sends
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": form}
     middleware = RefuseBadRequests(echo, card=ROWS, max_body_bytes=200)
     asyncio.run(middleware(scope, receive, send))
     return sent[0]["status"], json.loads(sent[1]["body"])
@@ -185,8 +187,8 @@ def healthy(url: str) -> bool:
 
 def post(url: str, body: Any) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    # no Content-Type: urllib, like curl -d, says a form; the server reads JSON all the same
     request = urllib.request.Request(f"{url}/predict", data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, json.load(answer)

@@ -29,6 +29,7 @@ from src.harness.raw_inputs import png_pixels, resize
 from src.tasks import TASKS
 
 ROUTE = "/predict"
+REWRITTEN_HEADERS = (b"content-type", b"content-length")
 
 
 def decode(payload: Any, card: dict[str, Any]) -> np.ndarray:
@@ -116,8 +117,11 @@ class RefuseBadRequests:
         except ValueError as error:
             return await JSONResponse({"detail": str(error)}, 400)(scope, receive, send)
         decoded = json.dumps({"inputs": inputs.tolist()}).encode()
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-        scope = {**scope, "headers": [*headers, (b"content-length", str(len(decoded)).encode())]}
+        # as JSON, whatever the client said (curl -d says a form, which LitServe would parse)
+        headers = [(k, v) for k, v in scope["headers"] if k not in REWRITTEN_HEADERS]
+        length = str(len(decoded)).encode()
+        headers += [(b"content-type", b"application/json"), (b"content-length", length)]
+        scope = {**scope, "headers": headers}
 
         async def receive_decoded() -> Message:
             return {"type": "http.request", "body": decoded, "more_body": False}
