@@ -54,8 +54,8 @@ def model_card(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     names, the checkpoint, its run folder, commit and config."""
     state = preprocessing_state(checkpoint)
     run = path.parent.parent  # <run>/checkpoints/<name>.ckpt
-    info = run / "run_info.json"
-    config = run / "config.yaml"
+    info, config = run / "run_info.json", run / "config.yaml"
+    recorded = json.loads(info.read_text()) if info.is_file() else {}
     shape = list(state["input_shape"])
     return {
         "input_shape": shape,
@@ -67,7 +67,7 @@ def model_card(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
         "target": state.get("target"),
         "checkpoint": str(path),
         "run_folder": str(run) if config.is_file() else None,
-        "commit": json.loads(info.read_text())["git"]["commit"] if info.is_file() else None,
+        "commit": recorded.get("git", {}).get("commit"),
         "config": OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else None,
     }
 

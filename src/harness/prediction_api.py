@@ -98,17 +98,19 @@ class RefuseBadRequests:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != ROUTE or scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        body, size, more = b"", 0, True
+        chunks: list[bytes] = []
+        size, more = 0, True
         while more:  # read to the end, so that the client reads the answer, not a reset
             message = await receive()
-            size += len(message.get("body", b""))
-            body = body + message.get("body", b"") if size <= self.max_body_bytes else b""
-            more = message.get("more_body", False)
+            chunk, more = message.get("body", b""), message.get("more_body", False)
+            size += len(chunk)
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
         if size > self.max_body_bytes:
             reason = f"the request body is over max_body_bytes={self.max_body_bytes}"
             return await JSONResponse({"detail": reason}, 413)(scope, receive, send)
         try:
-            payload = json.loads(body)
+            payload = json.loads(b"".join(chunks))
         except (ValueError, RecursionError) as error:
             reason = f"the body is not JSON ({error})"
             return await JSONResponse({"detail": reason}, 400)(scope, receive, send)
@@ -154,7 +156,7 @@ class PredictionAPI(ls.LitAPI):
 
             self.model = model
 
-    def decode_request(self, request):  # noqa: ANN001 - LitServe reads an annotation as a type
+    def decode_request(self, request):  # unannotated: LitServe reads the request's type from it
         return np.asarray(request["inputs"], dtype=np.float32)  # checked by RefuseBadRequests
 
     def batch(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
