@@ -137,6 +137,16 @@ def test_serve_refuses_a_bad_config_before_any_work(overrides, match, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_port_in_use_is_refused_before_any_work(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        cfg = compose_config(["ckpt_path=a.ckpt", f"port={port}"], tmp_path / "run", "serve")
+        with pytest.raises(ConfigError, match=f"port={port} cannot be served on 127.0.0.1"):
+            serving_source(cfg)
+
+
 def test_an_onnx_file_without_its_card_is_refused(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     cfg = compose_config([f"model_file={tmp_path / 'model.onnx'}"], tmp_path / "run", "serve")

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,14 @@ def serving_source(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
             f"host={cfg.host} port={cfg.port}: the server binds to host 127.0.0.1 (this "
             f"machine only), 0.0.0.0 or :: (every network), on a port from 1024 to 65535."
         )
+    with socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((cfg.host, cfg.port))
+        except OSError as error:
+            raise ConfigError(
+                f"port={cfg.port} cannot be served on {cfg.host} ({error.strerror}): another "
+                "server holds it? Choose another with port=N."
+            ) from None
     if (cfg.ckpt_path is None) == (cfg.model_file is None):
         raise ConfigError(
             "give either ckpt_path=PATH (a checkpoint, or last) or model_file=FILE (an ONNX "
