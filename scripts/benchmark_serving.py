@@ -1,12 +1,13 @@
 """How fast a trained model answers once deployed: ``python scripts/benchmark_serving.py``.
 
 For LeNet on digits and the MLP on California housing (each trained briefly: speed does not
-depend on accuracy; California from ``--housing-csv``, by default the reference copy beside the
-repository, else scikit-learn's download), it measures requests/s and the p50/p99 latency of one-input requests
-from 1 and 16 concurrent clients to ``python src/serve.py`` serving the checkpoint and the
-exported ONNX model, and ``python src/predict.py`` over the same inputs as one file (its
-latency: the whole command, start-up included). Each measurement lasts ``--seconds``; the
-table goes to docs/deploy.md. Figures from a shared machine are noisy: compare ratios.
+depend on accuracy; California from ``--housing-csv``, by default the reference copy beside
+the repository, else scikit-learn's download), it measures requests/s and the p50/p99 latency
+of one-input requests from 1 and 16 concurrent clients to ``python src/serve.py`` serving the
+checkpoint and the exported ONNX model, and ``python src/predict.py`` over the same inputs as
+one file (its latency: the whole command, start-up included). Each measurement lasts
+``--seconds``; the table goes to docs/deploy.md. Figures from a shared machine are noisy:
+compare ratios.
 """
 
 from __future__ import annotations
