@@ -10,6 +10,7 @@ outputs are predict.py's predictions, and a JSON card beside the file says how t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from src.harness.raw_inputs import preprocessing_state
 from src.tasks import TASKS
 
 FORMATS = ("onnx", "pt2")
+TORCH = str(Path(torch.__file__).parent)
 
 
 class FromRawInputs(nn.Module):
@@ -92,10 +94,14 @@ def export(wrapped: FromRawInputs, card: dict[str, Any], output: Path, kind: str
             if kind == "onnx":
                 onnx_program = torch.onnx.export(program, dynamo=True, verbose=False)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for what it cannot trace
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        # the line of the model's code that torch stopped at, named in the stack it prints
+        frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text)
+        ours = [f" ({path}:{line}, in {name})" for path, line, name in frames if TORCH not in path]
         raise ConfigError(
-            f"ckpt_path={card['checkpoint']} cannot be exported: {reason}. Its module's forward "
-            "(or predict_step) must be traceable by torch.export."
+            f"ckpt_path={card['checkpoint']} cannot be exported: {reason}{ours[-1] if ours else ''}"
+            ". Its module's forward (or predict_step) must be traceable by torch.export."
         ) from None
     with replaced_atomically(output) as file:
         if kind == "onnx":
