@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,3 +127,48 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real reference data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# A few batches: enough for a checkpoint whose predictions export and serving must reproduce.
+TINY_TRAINING = [
+    *QUIET,
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+def train_tiny(run: Path, *overrides: str) -> Path:
+    """Train ``overrides``' model a few batches into ``run``; its best checkpoint."""
+    from src.train import train
+
+    train(compose_config([*TINY_TRAINING, *overrides], run))
+    return run / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="session")
+def lenet_digits_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("lenet_digits"), "model=lenet", "data=digits")
+
+
+@pytest.fixture(scope="session")
+def mlp_housing_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("mlp_housing")
+    housing = write_housing_csv(run / "housing.csv")
+    return train_tiny(run, "model=mlp", "data=california", f"data.csv_path={housing}")
+
+
+def assert_same_predictions(rows: list[dict[str, Any]], csv_rows: list[dict[str, str]]) -> None:
+    """``rows`` say what predict.py's CSV rows say: the same columns, the same classes (or
+    labels), and values within 1e-4."""
+    assert len(rows) == len(csv_rows) > 0
+    for row, expected in zip(rows, csv_rows, strict=True):
+        assert set(row) - {"input"} == set(expected) - {"input"}
+        for column, value in expected.items():
+            if column == "input":
+                continue
+            if isinstance(row[column], int):  # a class, or a label's 0/1
+                assert row[column] == int(value), column
+            else:
+                assert abs(row[column] - float(value)) <= 1e-4, column

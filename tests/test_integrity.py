@@ -18,8 +18,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf, open_dict, read_write
 
 from src.eval import evaluate
+from src.export import export_model
 from src.harness.checkpoints import load_checkpoint, restore_model
 from src.harness.errors import ConfigError, TrainingDiverged
+from src.harness.serving import serving_source
 from src.models.module import SupervisedModule
 from src.predict import predict
 from src.train import train
@@ -99,7 +101,25 @@ def resume_from_it(ckpt: Path, tmp_path: Path) -> None:
     train(compose_config([*TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}"], tmp_path / "r"))
 
 
-ENTRY_POINTS = [load_with_lightning, evaluate_it, predict_with_it, resume_from_it]
+def export_it(ckpt: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript", reason="the serve extra is not installed")
+    export_model(compose_config([f"ckpt_path={ckpt}"], tmp_path / "export", "export"))
+
+
+def serve_it(ckpt: Path, tmp_path: Path) -> None:
+    """What serve.py loads and checks before its server starts."""
+    pytest.importorskip("litserve", reason="the serve extra is not installed")
+    serving_source(compose_config([f"ckpt_path={ckpt}"], tmp_path / "serve", "serve"))
+
+
+ENTRY_POINTS = [
+    load_with_lightning,
+    evaluate_it,
+    predict_with_it,
+    resume_from_it,
+    export_it,
+    serve_it,
+]
 
 
 def crafted(run: Path, tmp_path: Path, plant: Callable[[dict, dict], None]) -> tuple[Path, Path]:

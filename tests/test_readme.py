@@ -19,13 +19,23 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
 from src.eval import evaluate
+from src.export import export_model
 from src.harness.errors import ConfigError
+from src.harness.serving import serving_source
 from src.predict import predict
 from src.train import train
 from tests.conftest import QUIET, ROOT, SHARED_DATA, compose_config
 from tests.test_template import CONTINUATION
 
-ENTRY_POINTS = {"src/train.py": "train", "src/eval.py": "eval", "src/predict.py": "predict"}
+ENTRY_POINTS = {
+    "src/train.py": "train",
+    "src/eval.py": "eval",
+    "src/predict.py": "predict",
+    "src/export.py": "export",
+    "src/serve.py": "serve",
+}
+# export and serve have no trainer to shrink, nor its quiet settings
+WITHOUT_TRAINER = {"export", "serve"}
 TINY = ["trainer.fast_dev_run=true"]
 # Trains the checkpoint a `ckpt_path=` command starts from (fast_dev_run saves none).
 FEW_BATCHES = [
@@ -132,16 +142,27 @@ def test_readme_command_runs(
         log_dir = trained_log_dir(training_before(command))
         arguments = [sample_images_for_missing_input(a, tmp_path / "images") for a in arguments]
         arguments.append(f"paths.log_dir={log_dir}")
-    cfg = make_cfg(*first_of_each_sweep(arguments), *TINY, config_name=config_name)
+    if config_name in WITHOUT_TRAINER:
+        cfg = make_cfg(*arguments, quiet=False, config_name=config_name)
+    else:
+        cfg = make_cfg(*first_of_each_sweep(arguments), *TINY, config_name=config_name)
     if prints_only:
         return
-    run = {"train": train, "eval": evaluate, "predict": predict}[config_name]
-    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    # serve: what it checks and loads before serving (a server would not return)
+    run = {
+        "train": train,
+        "eval": evaluate,
+        "predict": predict,
+        "export": export_model,
+        "serve": lambda cfg: Path(serving_source(cfg)[0]),
+    }[config_name]
+    gpu = config_name not in WITHOUT_TRAINER and cfg.trainer.accelerator in ("gpu", "cuda")
+    if gpu and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="trainer=cpu"):
             run(cfg)
         return
     result = run(cfg)
-    if config_name == "predict":
+    if config_name in ("predict", *WITHOUT_TRAINER):
         assert result.is_file()
     else:
         assert "test/loss" in result or cfg.get("test") is False

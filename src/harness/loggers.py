@@ -21,11 +21,13 @@ from src.harness.compat import mlflow_experiment_ready, wandb_run_started
 from src.harness.errors import ConfigError
 
 
-def require(package: str) -> None:
-    """Raise the one-line install command when the optional ``package`` is missing."""
+def require(package: str, extra: str | None = None) -> None:
+    """Raise the one-line install command when the optional ``package`` is missing; its
+    project extra is ``extra``, or the package's own name."""
     if find_spec(package) is None:
         raise ConfigError(
-            f'{package} is not installed; it is an optional extra: pip install -e ".[{package}]"'
+            f"{package} is not installed; it is in an optional extra: "
+            f'pip install -e ".[{extra or package}]"'
         )
 
 

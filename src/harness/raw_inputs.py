@@ -25,7 +25,7 @@ import csv
 import itertools
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -243,8 +243,6 @@ def refuse_non_finite(path: Path, inputs: Tensor, kind: str) -> None:
 
 def read_png_folder(folder: Path) -> tuple[list[str], list[Tensor]]:
     """Greyscale 0..255 images of the folder's ``*.png`` files, in name order."""
-    from PIL import Image
-
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
     if not paths:
         raise ConfigError(f"input={folder} holds no .png files.")
@@ -252,21 +250,28 @@ def read_png_folder(folder: Path) -> tuple[list[str], list[Tensor]]:
     for path in paths:
         if problem := not_a_file(path):
             raise ConfigError(f"input={path} {problem}: give PNG files only.")
-        try:
-            with Image.open(path) as image:
-                if image.mode.startswith("I"):  # 16-bit greyscale: convert("L") would clip it
-                    pixels = np.asarray(image, dtype=np.float32) * (255 / 65535)
-                else:
-                    pixels = np.asarray(image.convert("L"), dtype=np.float32)
-        except OSError as error:  # not an image, or a truncated one
-            raise ConfigError(f"input={path} is not a readable PNG image: {error}.") from error
-        except Image.DecompressionBombError as error:  # decoding it could exhaust the memory
-            raise ConfigError(
-                f"input={path} is too large to read safely: {error} Shrink it first (it is "
-                "resized to the trained size anyway)."
-            ) from error
-        images.append(torch.from_numpy(pixels.copy()).unsqueeze(0))
+        images.append(torch.from_numpy(png_pixels(path, f"input={path}")).unsqueeze(0))
     return [p.name for p in paths], images
+
+
+def png_pixels(source: Path | BinaryIO, name: str) -> np.ndarray:
+    """The greyscale 0..255 pixels of one PNG image (a file, or its bytes from a request)."""
+    from PIL import Image
+
+    try:
+        with Image.open(source) as image:
+            if image.mode.startswith("I"):  # 16-bit greyscale: convert("L") would clip it
+                pixels = np.asarray(image, dtype=np.float32) * (255 / 65535)
+            else:
+                pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    except OSError as error:  # not an image, or a truncated one
+        raise ConfigError(f"{name} is not a readable PNG image: {error}.") from error
+    except Image.DecompressionBombError as error:  # decoding it could exhaust the memory
+        raise ConfigError(
+            f"{name} is too large to read safely: {error} Shrink it first (it is "
+            "resized to the trained size anyway)."
+        ) from error
+    return pixels.copy()
 
 
 def resize(images: Tensor, shape: list[int]) -> Tensor:
