@@ -22,6 +22,7 @@ from src.harness.build import build_trainer
 from src.harness.errors import ConfigError
 from src.harness.problems import Problems
 from src.train import train
+from tests.conftest import QUIET, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,3 +155,48 @@ def test_each_job_of_a_parallel_sweep_gets_its_share_of_the_cores(tmp_path: Path
     jobs = sorted(tmp_path.glob("train/multiruns/*/*/run_info.json"))
     threads = [json.loads(job.read_text())["torch_threads"] for job in jobs]
     assert threads == [max(1, joblib.cpu_count() // 2)] * 2
+
+
+def last_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+# 600 samples, batch 64: 7 batches an epoch, so steps_per_call=3 ends each epoch with a group
+# of one; dropout and a learning rate that changes every 2 steps must line up across groups.
+GROUPED = [
+    *QUIET,
+    "data.num_samples=600",
+    "trainer.deterministic=true",
+    "model.net.dropout=0.2",
+    "test=false",
+]
+STEP_LR = ["scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.7"]
+# val/acc is monitored: in mode "min" a better epoch is a worse one, so the rate drops each epoch
+PLATEAU = ["scheduler=plateau", "scheduler.patience=0", "scheduler.mode=min"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps"),
+    [
+        (["trainer.max_epochs=2", *STEP_LR, "scheduler.interval=step"], 14),
+        (["trainer.max_epochs=3", *STEP_LR, "scheduler.interval=epoch"], 21),
+        (["+trainer.max_steps=11", *STEP_LR, "scheduler.interval=step"], 11),  # within a group
+        (["trainer.max_epochs=3", *PLATEAU], 21),
+    ],
+    ids=["step-scheduler", "epoch-scheduler", "max-steps", "plateau-scheduler"],
+)
+def test_steps_per_call_ends_with_the_weights_of_one_step_per_call(
+    tmp_path, overrides, steps
+) -> None:
+    # Bit for bit on the CPU: the same batches, dropout draws and updates in the same order.
+    one = train(compose_config([*GROUPED, *overrides], tmp_path / "one"))
+    three = [*GROUPED, *overrides, "trainer.steps_per_call=3"]
+    grouped = train(compose_config(three, tmp_path / "three"))
+    expected, actual = last_weights(tmp_path / "one"), last_weights(tmp_path / "three")
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    for run in ("one", "three"):
+        last = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["global_step"] == steps
+    assert grouped["val/loss"] == one["val/loss"]
+    # the epoch's losses summed in another order: equal to float32 rounding
+    assert grouped["train/loss"] == pytest.approx(one["train/loss"], rel=1e-6)
