@@ -3,6 +3,7 @@ CPU threads for the cores a run was given."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -23,6 +24,7 @@ from src.harness.errors import ConfigError
 from src.harness.problems import Problems
 from src.train import train
 from tests.conftest import QUIET, compose_config
+from tests.test_own_module import own, own_modules  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,3 +202,45 @@ def test_steps_per_call_ends_with_the_weights_of_one_step_per_call(
     assert grouped["val/loss"] == one["val/loss"]
     # the epoch's losses summed in another order: equal to float32 rounding
     assert grouped["train/loss"] == pytest.approx(one["train/loss"], rel=1e-6)
+
+
+def test_settings_steps_per_call_cannot_honour_are_listed_before_any_work(make_cfg) -> None:
+    cfg = make_cfg(
+        "trainer.steps_per_call=3",
+        "+trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_val=1.0",
+        "+trainer.val_check_interval=5",
+        "trainer.limit_train_batches=6",  # a multiple of 3: two groups
+    )
+    with pytest.raises(ConfigError) as refused:
+        train(cfg)
+    message = str(refused.value)
+    assert "trainer.accumulate_grad_batches=2 cannot be combined" in message
+    assert "trainer.gradient_clip_val=1.0 cannot be combined" in message
+    assert "trainer.val_check_interval=5 batches must be a multiple of" in message
+    assert "limit_train_batches" not in message
+    assert not Path(cfg.paths.output_dir).exists()
+    with pytest.raises(ConfigError, match=r"trainer.steps_per_call=0 must be an integer >= 1"):
+        train(make_cfg("trainer.steps_per_call=0"))
+
+
+@pytest.mark.usefixtures("own_modules")
+def test_an_own_module_that_has_not_opted_in_is_refused_steps_per_call(make_cfg) -> None:
+    cfg = make_cfg(*own("Smoothed"), "trainer.steps_per_call=2")
+    with pytest.raises(ConfigError, match=r"Smoothed has no take_steps_per_call\(\)"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir, "checkpoints").exists()
+
+
+def test_steps_per_call_logs_metrics_at_the_same_optimizer_steps(tmp_path) -> None:
+    def epoch_rows(run: Path) -> list[tuple[str, str]]:
+        [table] = run.glob("**/metrics.csv")
+        rows = csv.DictReader(table.read_text().splitlines())
+        return [(row["step"], row["epoch"]) for row in rows if row["train/loss"]]
+
+    common = [*GROUPED, "logger=csv", "trainer.max_epochs=2", "trainer.limit_train_batches=6"]
+    train(compose_config(common, tmp_path / "one"))
+    train(compose_config([*common, "trainer.steps_per_call=3"], tmp_path / "three"))
+    assert (
+        epoch_rows(tmp_path / "three") == epoch_rows(tmp_path / "one") == [("5", "0"), ("11", "1")]
+    )
