@@ -174,6 +174,7 @@ GROUPED = [
 ]
 STEP_LR = ["scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.7"]
 # val/acc is monitored: in mode "min" a better epoch is a worse one, so the rate drops each epoch
+HISTOGRAMS = "src.callbacks.inspection.ParameterHistograms"  # has on_before_optimizer_step
 PLATEAU = ["scheduler=plateau", "scheduler.patience=0", "scheduler.mode=min"]
 
 
@@ -184,8 +185,10 @@ PLATEAU = ["scheduler=plateau", "scheduler.patience=0", "scheduler.mode=min"]
         (["trainer.max_epochs=3", *STEP_LR, "scheduler.interval=epoch"], 21),
         (["+trainer.max_steps=11", *STEP_LR, "scheduler.interval=step"], 11),  # within a group
         (["trainer.max_epochs=3", *PLATEAU], 21),
+        # a callback with a step hook: the steps go through Lightning's hooks, not straight to torch
+        (["trainer.max_epochs=2", *STEP_LR, f"+callbacks.hooked._target_={HISTOGRAMS}"], 14),
     ],
-    ids=["step-scheduler", "epoch-scheduler", "max-steps", "plateau-scheduler"],
+    ids=["step-scheduler", "epoch-scheduler", "max-steps", "plateau-scheduler", "hooked"],
 )
 def test_steps_per_call_ends_with_the_weights_of_one_step_per_call(
     tmp_path, overrides, steps

@@ -98,3 +98,13 @@ def count_logged_steps(trainer: L.Trainer, steps: int) -> None:
     # lightning 2.6.6: _TrainingEpochLoop._batches_that_stepped, the step of logged metrics
     # (and of log_every_n_steps); saved in checkpoints by the loop
     trainer.fit_loop.epoch_loop._batches_that_stepped = steps
+
+
+def count_optimizer_step(trainer: L.Trainer) -> None:
+    """Count an optimizer step taken without Lightning's wrapper in ``global_step``, as
+    ``LightningOptimizer.step`` counts one under manual optimization."""
+    # lightning 2.6.6: _ManualOptimization.optim_step_progress, which global_step reads under
+    # manual optimization and checkpoints save
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    progress.increment_ready()
+    progress.increment_completed()

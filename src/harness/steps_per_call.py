@@ -12,13 +12,20 @@ by K here, and those that could not mean the same are refused before any work st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from torch import Tensor
 
-from src.harness.compat import count_logged_steps
+from src.harness.compat import count_logged_steps, count_optimizer_step
 from src.harness.errors import ConfigError
+
+# What Lightning calls around each optimizer step of manual optimization.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 # Trainer settings counted in training batches: with K > 1 Lightning counts groups.
 IN_BATCHES = ("val_check_interval", "limit_train_batches")
@@ -81,3 +88,39 @@ class LoggedSteps(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         count_logged_steps(trainer, trainer.global_step - 1)  # Lightning adds the last one
+
+
+def optimizer_step(model: L.LightningModule) -> Callable[[Tensor], None]:
+    """A function taking one optimizer step from a loss, as ``manual_backward`` and
+    ``optimizer.step()`` do, for a module in the middle of its training step.
+
+    Lightning calls every callback at three hooks around each step (``STEP_HOOKS``): on a small
+    model that costs as much as the step. Where no callback, nor the module, has them, the
+    precision is plain 32-bit and one device trains, torch takes the step directly and
+    ``global_step`` counts it as Lightning would: the same arithmetic, without the calls."""
+    trainer, optimizer = model.trainer, model.optimizers()
+    hooked = [
+        part
+        for part in (model, *trainer.callbacks)
+        for hook in STEP_HOOKS
+        if getattr(type(part), hook)
+        is not getattr(L.LightningModule if part is model else Callback, hook)
+    ]
+    plain = type(trainer.precision_plugin) is Precision
+    if hooked or not plain or type(trainer.strategy) is not SingleDeviceStrategy:
+
+        def lightning_step(loss: Tensor) -> None:
+            optimizer.zero_grad()
+            model.manual_backward(loss)
+            optimizer.step()
+
+        return lightning_step
+    torch_optimizer = optimizer.optimizer
+
+    def torch_step(loss: Tensor) -> None:
+        torch_optimizer.zero_grad()
+        loss.backward()
+        torch_optimizer.step()
+        count_optimizer_step(trainer)
+
+    return torch_step

@@ -24,6 +24,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from src.harness.allowlist import build, spec_class
 from src.harness.errors import ConfigError
+from src.harness.steps_per_call import optimizer_step
 from src.tasks import TASKS
 
 
@@ -126,7 +127,7 @@ class SupervisedModule(L.LightningModule):
         (zero the gradients, backward, step, then a step-interval scheduler), stopping at
         ``max_steps``; the group's losses reach the metrics in one update. Returns the mean
         loss of the group, which the divergence guard and the step-loss curve read."""
-        optimizer = self.optimizers()
+        step = optimizer_step(self)
         configs = self.trainer.lr_scheduler_configs
         schedulers = [config.scheduler for config in configs if config.interval == "step"]
         max_steps = self.trainer.max_steps
@@ -137,9 +138,7 @@ class SupervisedModule(L.LightningModule):
         for x, y in itertools.islice(batches, steps):
             output = self.net(x)
             loss = self.task.loss(output, y)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
+            step(loss)
             for scheduler in schedulers:
                 scheduler.step()
             losses.append(loss.detach())
