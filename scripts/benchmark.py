@@ -87,26 +87,49 @@ def median(times: Sequence[Clock]) -> Clock:
 
 
 class EpochTimer(L.Callback):
-    """Times the training part of each epoch: from its start to the start of validation."""
+    """Times each epoch twice: its training part, from its start to the start of validation,
+    and the whole epoch but its validation, from its start to the next one's (the end-of-epoch
+    work included: checkpoints, schedulers, metrics, logging)."""
 
     epochs: list[Clock] = []
+    whole: list[Clock] = []
 
     def __init__(self) -> None:
-        self.started: Clock | None = None
+        self.started: Clock | None = None  # this epoch's
+        self.training = False  # before its validation
+        self.validating: Clock = (0.0, 0.0)  # the time its validation took
+        self.validation_started: Clock = (0.0, 0.0)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        synchronize(pl_module.device)
-        self.started = clock()
+        self.close(pl_module)
+        self.started, self.training, self.validating = clock(), True, (0.0, 0.0)
 
-    def stop(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.started is None or trainer.sanity_checking:
-            return
-        synchronize(pl_module.device)
-        EpochTimer.epochs.append(since(self.started))
-        self.started = None
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.close(pl_module)
 
-    on_validation_start = stop
-    on_train_epoch_end = stop
+    def close(self, pl_module: L.LightningModule) -> None:
+        synchronize(pl_module.device)
+        if self.started is not None:
+            wall, cpu = since(self.started)
+            EpochTimer.whole.append((wall - self.validating[0], cpu - self.validating[1]))
+
+    def end_training_part(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.training and not trainer.sanity_checking:
+            synchronize(pl_module.device)
+            EpochTimer.epochs.append(since(self.started))
+            self.training = False
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.end_training_part(trainer, pl_module)
+        self.validation_started = clock()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            synchronize(pl_module.device)
+            wall, cpu = since(self.validation_started)
+            self.validating = (self.validating[0] + wall, self.validating[1] + cpu)
+
+    on_train_epoch_end = end_training_part
 
 
 def synchronize(device: torch.device) -> None:
@@ -123,22 +146,23 @@ def compose_train_config(overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
-def project_epochs(cfg: DictConfig, epochs: int) -> list[Clock]:
-    """Seconds per training epoch of ``train(cfg)`` (the warm-up epoch dropped)."""
+def project_epochs(cfg: DictConfig, epochs: int) -> tuple[list[Clock], list[Clock]]:
+    """Seconds per epoch of ``train(cfg)``, the training part and the whole epoch but its
+    validation (the warm-up epoch dropped)."""
     with open_dict(cfg):
         cfg.trainer.max_epochs = epochs + 1
         cfg.test = False
         # A fresh run folder: a folder holding an earlier run's checkpoint would resume it.
         cfg.paths.output_dir = tempfile.mkdtemp(dir=Path(cfg.paths.output_dir).parent)
         cfg.callbacks["benchmark_epoch_timer"] = {"_target_": f"{__name__}.EpochTimer"}
-    EpochTimer.epochs = []
+    EpochTimer.epochs, EpochTimer.whole = [], []
     with (
         open(os.devnull, "w") as sink,
         contextlib.redirect_stdout(sink),
         contextlib.redirect_stderr(sink),
     ):
         train(cfg)
-    return EpochTimer.epochs[1:]
+    return EpochTimer.epochs[1:], EpochTimer.whole[1:]
 
 
 # -- the limit: a plain PyTorch loop ----------------------------------------------------
@@ -258,20 +282,26 @@ def measure_pairs(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         common = base_overrides(work, args.device)
         cfg, origin = pair_config(model, data, experiment, data_overrides[data], common)
         default_batch = int(cfg.data.batch_size)
+        # the experiment's trainer.steps_per_call unless --steps-per-call says otherwise
+        steps = args.steps_per_call or int(cfg.trainer.get("steps_per_call", 1))
         for batch_size in sorted({64, default_batch}):
-            cfg, _ = pair_config(
-                model,
-                data,
-                experiment,
-                [*data_overrides[data], f"data.batch_size={batch_size}"],
-                common,
-            )
-            plain_times, project_times = [], []
-            for _ in range(args.rounds):  # alternated, so a change of load hits both sides
-                times, num_train = plain_epochs(cfg, args.epochs, device)
+            batch = [*data_overrides[data], f"data.batch_size={batch_size}"]
+            runs = {
+                k: pair_config(
+                    model, data, experiment, [*batch, f"trainer.steps_per_call={k}"], common
+                )[0]
+                for k in sorted({1, steps})
+            }
+            plain_times: list[Clock] = []
+            project_times: dict[int, tuple[list[Clock], list[Clock]]] = {k: ([], []) for k in runs}
+            for _ in range(args.rounds):  # alternated, so a change of load hits all sides
+                times, num_train = plain_epochs(runs[1], args.epochs, device)
                 plain_times += times
-                project_times += project_epochs(cfg, args.epochs)
-            plain, project = median(plain_times), median(project_times)
+                for k, cfg in runs.items():
+                    training, whole = project_epochs(cfg, args.epochs)
+                    project_times[k][0].extend(training)
+                    project_times[k][1].extend(whole)
+            plain = median(plain_times)
             row = {
                 "model": model,
                 "data": data,
@@ -281,24 +311,50 @@ def measure_pairs(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 "is_default_batch": batch_size == default_batch,
                 "train_samples": num_train,
                 "plain_samples_per_s": num_train / plain[0],
-                "project_samples_per_s": num_train / project[0],
-                "ratio": project[0] / plain[0],
-                "ratio_cpu_time": project[1] / plain[1],
+                **ratios("project_", project_times[1], plain, num_train),
+                "steps_per_call": steps,
+                **(ratios("grouped_", project_times[steps], plain, num_train) if steps > 1 else {}),
             }
+            row["ratio"], row["ratio_cpu_time"] = (
+                row["project_ratio"],
+                row["project_ratio_cpu_time"],
+            )
             rows.append(row)
             print_row(row)
     return rows
 
 
+def ratios(
+    prefix: str, times: tuple[list[Clock], list[Clock]], plain: Clock, num_train: int
+) -> dict[str, float]:
+    """The project's throughput and its times over the plain loop's, wall and CPU, for the
+    training part of its epochs and for whole epochs."""
+    training, whole = median(times[0]), median(times[1])
+    return {
+        f"{prefix}samples_per_s": num_train / training[0],
+        f"{prefix}ratio": training[0] / plain[0],
+        f"{prefix}ratio_cpu_time": training[1] / plain[1],
+        f"{prefix}whole_epoch_ratio": whole[0] / plain[0],
+        f"{prefix}whole_epoch_ratio_cpu_time": whole[1] / plain[1],
+    }
+
+
 def print_row(row: dict[str, Any]) -> None:
     default = " (default)" if row["is_default_batch"] else ""
-    print(
+    line = (
         f"{row['model']:>6} x {row['data']:<10} batch {row['batch_size']:>4}{default:<10} "
         f"plain {row['plain_samples_per_s']:>9,.0f}/s  "
         f"project {row['project_samples_per_s']:>9,.0f}/s"
-        f"  ratio {row['ratio']:.2f} (CPU time {row['ratio_cpu_time']:.2f})",
-        flush=True,
+        f"  ratio {row['ratio']:.2f} (CPU time {row['ratio_cpu_time']:.2f}), "
+        f"whole epoch {row['project_whole_epoch_ratio']:.2f}"
     )
+    if "grouped_ratio" in row:
+        line += (
+            f"; steps_per_call={row['steps_per_call']}: ratio {row['grouped_ratio']:.2f} "
+            f"(CPU time {row['grouped_ratio_cpu_time']:.2f}), "
+            f"whole epoch {row['grouped_whole_epoch_ratio']:.2f}"
+        )
+    print(line, flush=True)
 
 
 def measure_peer(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -434,7 +490,7 @@ def scaling_child(args: argparse.Namespace) -> None:
         )
         reset_peak_memory()
         baseline = memory_mb("VmRSS")
-        seconds, cpu_seconds = median(project_epochs(cfg, args.epochs))
+        seconds, cpu_seconds = median(project_epochs(cfg, args.epochs)[0])
         features = int(np.prod(cfg.data.input_shape))
         data_mb = args.scaling_child * (features * 4 + 8) / 2**20  # float32 inputs, int64 labels
         print(
@@ -487,17 +543,23 @@ def measure_scaling(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Project / plain loop, wall time (CPU time), for K=1 and the chosen steps_per_call K."""
     lines = [
-        "| model x data | batch | plain loop (samples/s) | project (samples/s) "
-        "| project / plain | same, in CPU time |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| model x data | batch | plain loop (samples/s) | K=1: training | K=1: whole epoch "
+        "| K | K: training | K: whole epoch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        return f"{row[key]:.2f} ({row[f'{key}_cpu_time']:.2f})" if key in row else "-"
+
     for row in rows:
         default = " (default)" if row["is_default_batch"] else ""
         lines.append(
             f"| {row['model']} x {row['data']} | {row['batch_size']}{default} "
-            f"| {row['plain_samples_per_s']:,.0f} | {row['project_samples_per_s']:,.0f} "
-            f"| {row['ratio']:.2f} | {row['ratio_cpu_time']:.2f} |"
+            f"| {row['plain_samples_per_s']:,.0f} | {cell(row, 'project_ratio')} "
+            f"| {cell(row, 'project_whole_epoch_ratio')} | {row['steps_per_call']} "
+            f"| {cell(row, 'grouped_ratio')} | {cell(row, 'grouped_whole_epoch_ratio')} |"
         )
     return "\n".join(lines)
 
@@ -517,6 +579,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up")
     parser.add_argument("--rounds", type=int, default=2, help="plain/project alternations")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--steps-per-call",
+        type=int,
+        help="trainer.steps_per_call to compare with 1 (default: the experiment's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--synthetic-samples", type=int, default=100_000)
     parser.add_argument("--mnist-images", type=int, default=60_000)

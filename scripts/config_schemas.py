@@ -38,10 +38,14 @@ SINGLE = ("model", "data", "optimizer", "scheduler", "trainer")
 NAMED = ("callbacks", "logger")
 INTERPOLATION = {"type": "string", "pattern": r"\$\{|^\?\?\?$"}
 DEFAULTS = {"type": "array", "items": {"type": ["string", "object"]}}
-# Keys a spec may hold besides its class's arguments: Hydra's, and the scheduler's step unit
-# that SupervisedModule hands to Lightning rather than to the scheduler.
+# Keys a spec may hold besides its class's arguments: Hydra's, the scheduler's step unit
+# that SupervisedModule hands to Lightning rather than to the scheduler, and the trainer's
+# steps_per_call, which the harness takes before it builds the Trainer.
 HYDRA_KEYS = {"_partial_": {"type": "boolean"}, "_recursive_": {"type": "boolean"}}
-EXTRA_KEYS = {"scheduler": {"interval": {"enum": ["epoch", "step"]}}}
+EXTRA_KEYS = {
+    "scheduler": {"interval": {"enum": ["epoch", "step"]}},
+    "trainer": {"steps_per_call": {"type": "integer", "minimum": 1}},  # the harness's
+}
 PLAIN = {int: "integer", float: "number", bool: "boolean", str: "string", type(None): "null"}
 
 

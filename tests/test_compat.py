@@ -76,6 +76,25 @@ def rate_keys_get_the_prefix(tmp_path: Path) -> bool:
     return name == "train/lr-Adam"
 
 
+def logged_steps_are_set(tmp_path: Path) -> bool:
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    compat.count_logged_steps(trainer, 41)
+    # the count the loop saves in checkpoints and logs metrics at
+    return trainer.fit_loop.epoch_loop.on_save_checkpoint()["_batches_that_stepped"] == 41
+
+
+def optimizer_steps_are_counted(tmp_path: Path) -> bool:
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    compat.count_optimizer_step(trainer)
+    compat.count_optimizer_step(trainer)
+    # the count global_step reads under manual optimization
+    return trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.total.completed == 2
+
+
 # Each function of compat.py: the library and private name it reaches into, and a use of it.
 CHECKS: dict[Callable, tuple[str, str, Callable[[Path], bool]]] = {
     compat.sweep_parser: (
@@ -108,6 +127,16 @@ CHECKS: dict[Callable, tuple[str, str, Callable[[Path], bool]]] = {
         "lightning",
         "LearningRateMonitor._add_prefix",
         rate_keys_get_the_prefix,
+    ),
+    compat.count_logged_steps: (
+        "lightning",
+        "_TrainingEpochLoop._batches_that_stepped",
+        logged_steps_are_set,
+    ),
+    compat.count_optimizer_step: (
+        "lightning",
+        "_ManualOptimization.optim_step_progress",
+        optimizer_steps_are_counted,
     ),
 }
 

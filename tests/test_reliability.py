@@ -300,3 +300,30 @@ def test_every_bad_value_users_often_change_is_listed_in_one_message(make_cfg):
     ):
         assert problem in message
     assert not Path(cfg.paths.output_dir).exists()
+
+
+def test_several_steps_per_call_stop_at_the_end_of_a_group_and_resume_exactly(
+    make_cfg, tmp_path, capsys, monkeypatch
+):
+    # 7 batches an epoch in groups of 3, 3 and 1: step 10 ends the first group of epoch 1.
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # the second attempt resumes the first
+    common = [*SMALL, "trainer.deterministic=true", "model.net.dropout=0.2", "test=false"]
+    common += ["trainer.max_epochs=2", "trainer.steps_per_call=3"]
+    straight = train(compose_config([*QUIET, *common], tmp_path / "straight"))
+    cfg = make_cfg(
+        *common,
+        "+callbacks.preempt._target_=tests.test_reliability.SignalAt",
+        "+callbacks.preempt.step=10",
+        "+callbacks.preempt.signal_name=SIGTERM",
+        f"+callbacks.preempt.marker={tmp_path / 'preempted'}",
+    )
+    with pytest.raises(SystemExit) as excinfo:
+        train(cfg)
+    assert excinfo.value.code == 143
+    stderr = capsys.readouterr().err
+    assert "Training stopped by SIGTERM at step 10" in stderr
+    assert "The 3 batches of epoch 1 are not in it" in stderr
+    resumed = train(cfg)
+    expected, actual = weights(tmp_path / "straight"), weights(Path(cfg.paths.output_dir))
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    assert resumed["val/loss"] == straight["val/loss"]

@@ -3,6 +3,7 @@ CPU threads for the cores a run was given."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -22,6 +23,8 @@ from src.harness.build import build_trainer
 from src.harness.errors import ConfigError
 from src.harness.problems import Problems
 from src.train import train
+from tests.conftest import QUIET, compose_config
+from tests.test_own_module import own, own_modules  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,3 +157,93 @@ def test_each_job_of_a_parallel_sweep_gets_its_share_of_the_cores(tmp_path: Path
     jobs = sorted(tmp_path.glob("train/multiruns/*/*/run_info.json"))
     threads = [json.loads(job.read_text())["torch_threads"] for job in jobs]
     assert threads == [max(1, joblib.cpu_count() // 2)] * 2
+
+
+def last_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+# 600 samples, batch 64: 7 batches an epoch, so steps_per_call=3 ends each epoch with a group
+# of one; dropout and a learning rate that changes every 2 steps must line up across groups.
+GROUPED = [
+    *QUIET,
+    "data.num_samples=600",
+    "trainer.deterministic=true",
+    "model.net.dropout=0.2",
+    "test=false",
+]
+STEP_LR = ["scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.7"]
+# val/acc is monitored: in mode "min" a better epoch is a worse one, so the rate drops each epoch
+HISTOGRAMS = "src.callbacks.inspection.ParameterHistograms"  # has on_before_optimizer_step
+PLATEAU = ["scheduler=plateau", "scheduler.patience=0", "scheduler.mode=min"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps"),
+    [
+        (["trainer.max_epochs=2", *STEP_LR, "scheduler.interval=step"], 14),
+        (["trainer.max_epochs=3", *STEP_LR, "scheduler.interval=epoch"], 21),
+        (["+trainer.max_steps=11", *STEP_LR, "scheduler.interval=step"], 11),  # within a group
+        (["trainer.max_epochs=3", *PLATEAU], 21),
+        # a callback with a step hook: the steps go through Lightning's hooks, not straight to torch
+        (["trainer.max_epochs=2", *STEP_LR, f"+callbacks.hooked._target_={HISTOGRAMS}"], 14),
+    ],
+    ids=["step-scheduler", "epoch-scheduler", "max-steps", "plateau-scheduler", "hooked"],
+)
+def test_steps_per_call_ends_with_the_weights_of_one_step_per_call(
+    tmp_path, overrides, steps
+) -> None:
+    # Bit for bit on the CPU: the same batches, dropout draws and updates in the same order.
+    one = train(compose_config([*GROUPED, *overrides], tmp_path / "one"))
+    three = [*GROUPED, *overrides, "trainer.steps_per_call=3"]
+    grouped = train(compose_config(three, tmp_path / "three"))
+    expected, actual = last_weights(tmp_path / "one"), last_weights(tmp_path / "three")
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    for run in ("one", "three"):
+        last = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["global_step"] == steps
+    assert grouped["val/loss"] == one["val/loss"]
+    # the epoch's losses summed in another order: equal to float32 rounding
+    assert grouped["train/loss"] == pytest.approx(one["train/loss"], rel=1e-6)
+
+
+def test_settings_steps_per_call_cannot_honour_are_listed_before_any_work(make_cfg) -> None:
+    cfg = make_cfg(
+        "trainer.steps_per_call=3",
+        "+trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_val=1.0",
+        "+trainer.val_check_interval=5",
+        "trainer.limit_train_batches=6",  # a multiple of 3: two groups
+    )
+    with pytest.raises(ConfigError) as refused:
+        train(cfg)
+    message = str(refused.value)
+    assert "trainer.accumulate_grad_batches=2 cannot be combined" in message
+    assert "trainer.gradient_clip_val=1.0 cannot be combined" in message
+    assert "trainer.val_check_interval=5 batches must be a multiple of" in message
+    assert "limit_train_batches" not in message
+    assert not Path(cfg.paths.output_dir).exists()
+    with pytest.raises(ConfigError, match=r"trainer.steps_per_call=0 must be an integer >= 1"):
+        train(make_cfg("trainer.steps_per_call=0"))
+
+
+@pytest.mark.usefixtures("own_modules")
+def test_an_own_module_that_has_not_opted_in_is_refused_steps_per_call(make_cfg) -> None:
+    cfg = make_cfg(*own("Smoothed"), "trainer.steps_per_call=2")
+    with pytest.raises(ConfigError, match=r"Smoothed has no take_steps_per_call\(\)"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir, "checkpoints").exists()
+
+
+def test_steps_per_call_logs_metrics_at_the_same_optimizer_steps(tmp_path) -> None:
+    def epoch_rows(run: Path) -> list[tuple[str, str]]:
+        [table] = run.glob("**/metrics.csv")
+        rows = csv.DictReader(table.read_text().splitlines())
+        return [(row["step"], row["epoch"]) for row in rows if row["train/loss"]]
+
+    common = [*GROUPED, "logger=csv", "trainer.max_epochs=2", "trainer.limit_train_batches=6"]
+    train(compose_config(common, tmp_path / "one"))
+    train(compose_config([*common, "trainer.steps_per_call=3"], tmp_path / "three"))
+    assert (
+        epoch_rows(tmp_path / "three") == epoch_rows(tmp_path / "one") == [("5", "0"), ("11", "1")]
+    )

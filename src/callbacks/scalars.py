@@ -34,20 +34,25 @@ class StepLoss(callbacks.Callback):
     def __init__(self, points_per_epoch: int = 10) -> None:
         self.points_per_epoch = points_per_epoch
         self.every = 0
-        self.last_logged_step = -1
+        self.last_logged_step = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        steps = trainer.num_training_batches // trainer.accumulate_grad_batches
+        # trainer.steps_per_call=K: a training batch holds K optimizer steps
+        steps_per_batch = getattr(pl_module, "steps_per_call", 1) / trainer.accumulate_grad_batches
+        steps = int(trainer.num_training_batches * steps_per_batch)
         # log_every_n_steps=0: never, as Lightning reads it
         self.every = min(trainer.log_every_n_steps, max(1, steps // self.points_per_epoch))
+        self.last_logged_step = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
+        # Logged when the step count reaches a multiple of `every`, or passes one within a
+        # group of steps; once per step when several batches share it (accumulation).
         step, every = trainer.global_step, self.every
-        if not trainer.loggers or not every or step % every or step == self.last_logged_step:
+        if not trainer.loggers or not every or step // every <= self.last_logged_step // every:
             return
-        self.last_logged_step = step  # several batches share a step when gradients accumulate
+        self.last_logged_step = step
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is not None:
             log_to_all(trainer, {"train/loss_step": float(loss)})

@@ -195,6 +195,18 @@ class InMemoryDataModule(L.LightningDataModule):
         # Declared here, read by the configs: the metric that picks best.ckpt.
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.datasets: dict[str, TensorBatches] = {}
+        self.steps_per_call = 1
+
+    def serve_groups(self, steps: int) -> None:
+        """Serve training batches in groups of ``steps`` consecutive batches of the same
+        shuffled order, each group one tensor indexing (``trainer.steps_per_call``); an epoch
+        whose batch count ``steps`` does not divide ends with a shorter group."""
+        if self.augment_shift:  # drawn per group, the shifts would differ from K=1's
+            raise ConfigError(
+                f"data.augment_shift={self.augment_shift} draws its shifts batch by batch: it "
+                "cannot be combined with trainer.steps_per_call > 1; leave one of them out"
+            )
+        self.steps_per_call = steps
 
     def load(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """Return ``(inputs, targets, own_test)``; ``own_test`` is a shipped test split."""
@@ -271,7 +283,9 @@ class InMemoryDataModule(L.LightningDataModule):
         # torch.initial_seed() is the run's seed once seed_everything has set it.
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.evaluation_batch_size(name),
+            batch_size=self.batch_size * self.steps_per_call
+            if train
+            else self.evaluation_batch_size(name),
             sampler=EpochShuffle(dataset, torch.initial_seed()) if train else None,
             collate_fn=keep_batch,
             pin_memory=pin_memory,

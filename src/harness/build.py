@@ -26,6 +26,7 @@ from src.harness.problems import CannotBuild, Problems
 from src.harness.provenance import plain
 from src.harness.safety import safety_callbacks
 from src.harness.speed import NoProfiler, skip_failing_nvml_probe
+from src.harness.steps_per_call import LoggedSteps, trainer_arguments
 from src.harness.sweeps import pruning_callbacks
 from src.harness.validation import (
     accelerator_problems,
@@ -124,7 +125,9 @@ def build_trainer(cfg: DictConfig, problems: Problems) -> L.Trainer:
 
     problems.add(*accelerator_problems(cfg.trainer.get("accelerator")))
     built = dict(problems.each(functools.partial(build, *item) for item in specs.items()))
-    defaults = checked_spec(cfg.trainer, "trainer", problems)
+    trainer, steps_per_call, grouping = trainer_arguments(plain(cfg.trainer))
+    problems.add(*grouping)
+    defaults = checked_spec(trainer, "trainer", problems)
     # A progress bar on a terminal only: in a file or a pipe it is a heap of escape codes
     # (the run's log then prints each epoch's metrics instead: EpochLog).
     bar = sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar") is not False
@@ -145,12 +148,13 @@ def build_trainer(cfg: DictConfig, problems: Problems) -> L.Trainer:
     return problems.attempt(
         "trainer",
         lambda: instantiate(
-            cfg.trainer,
+            trainer,
             **defaults,
             callbacks=safety_callbacks()
             + best_score_callbacks(cfg)
             + [RecordModuleClass(), *callbacks]
-            + pruning_callbacks(cfg),
+            + pruning_callbacks(cfg)
+            + ([LoggedSteps()] if steps_per_call > 1 else []),
             enable_progress_bar=bar,
             enable_checkpointing=saves,
             logger=loggers or False,

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 
 if TYPE_CHECKING:
+    import lightning as L
     import optuna
     from hydra.core.override_parser.types import Override
     from lightning.pytorch.callbacks import LearningRateMonitor
@@ -89,3 +90,21 @@ def prefix_rate_keys(monitor: LearningRateMonitor, prefix: str) -> None:
 
 def _with_prefix(prefix: str, name: Callable[..., str], *args: object) -> str:
     return prefix + name(*args)
+
+
+def count_logged_steps(trainer: L.Trainer, steps: int) -> None:
+    """Set the step count at which Lightning logs metrics, which it counts in training
+    batches that stepped and has no setting for."""
+    # lightning 2.6.6: _TrainingEpochLoop._batches_that_stepped, the step of logged metrics
+    # (and of log_every_n_steps); saved in checkpoints by the loop
+    trainer.fit_loop.epoch_loop._batches_that_stepped = steps
+
+
+def count_optimizer_step(trainer: L.Trainer) -> None:
+    """Count an optimizer step taken without Lightning's wrapper in ``global_step``, as
+    ``LightningOptimizer.step`` counts one under manual optimization."""
+    # lightning 2.6.6: _ManualOptimization.optim_step_progress, which global_step reads under
+    # manual optimization and checkpoints save
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    progress.increment_ready()
+    progress.increment_completed()

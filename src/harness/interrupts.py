@@ -110,7 +110,10 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
         )
     # Read from the file: a stop while the epoch's checkpoints are written is after its end.
     epoch = checkpoint_epoch(last)
-    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    # trainer.steps_per_call=K: a training batch of Lightning's holds K, and only an epoch's
+    # last group is shorter
+    steps_per_call = getattr(trainer.lightning_module, "steps_per_call", 1)
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed * steps_per_call
     lost = (
         f"The {batches} batches of epoch {epoch + 1} are not in it (a mid-epoch state cannot "
         "be resumed exactly), so training resumes at the start of that epoch. "

@@ -34,6 +34,7 @@ from src.harness.raw_inputs import preprocessing_state, read_inputs, spreadsheet
 from src.harness.reporting import collect_metrics, fit_metrics, report, run_identity
 from src.harness.resume import resume_checkpoint
 from src.harness.speed import set_threads
+from src.harness.steps_per_call import take_steps_per_call
 from src.harness.validation import checked_seed
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def prepare_training(cfg: DictConfig) -> Run:
     if cfg.get("seed") is not None:
         L.seed_everything(checked_seed(cfg.seed), workers=True)
     datamodule, model, trainer = Problems().build_all(cfg, build_data, build_model, build_trainer)
+    take_steps_per_call(cfg.trainer.get("steps_per_call", 1), datamodule, model)
     if not cfg.get("train") and cfg.get("ckpt_path") is None:
         raise ConfigError(
             "train=false tests a trained checkpoint: give it with ckpt_path=PATH (or "

@@ -13,14 +13,18 @@ constructors and torch's optimizers and schedulers.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, MetricCollection
 
 from src.harness.allowlist import build, spec_class
 from src.harness.errors import ConfigError
+from src.harness.steps_per_call import optimizer_step
 from src.tasks import TASKS
 
 
@@ -29,7 +33,14 @@ class SupervisedModule(L.LightningModule):
 
     Losses and metrics are torchmetrics accumulated on the device: no host-device sync per
     training step, one per epoch.
+
+    ``trainer.steps_per_call=K`` (see :meth:`take_steps_per_call`) makes one Lightning step
+    run K optimizer steps, over K consecutive batches the data module serves as one: the
+    fixed cost of a Lightning step is paid once per K steps.
     """
+
+    steps_per_call = 1
+    step_batch_size = 0
 
     def __init__(
         self,
@@ -92,7 +103,17 @@ class SupervisedModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def take_steps_per_call(self, steps: int, batch_size: int) -> None:
+        """Run ``steps`` optimizer steps per training step, on batches of ``batch_size`` cut
+        from the group the data module serves; the harness calls it for
+        ``trainer.steps_per_call``. Lightning's manual optimization then counts each
+        ``optimizer.step()`` in ``global_step``, so ``max_steps`` and checkpoints count steps."""
+        self.steps_per_call, self.step_batch_size = steps, batch_size
+        self.automatic_optimization = steps == 1
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if not self.automatic_optimization:
+            return self.grouped_steps(*batch)
         x, y = batch
         output = self.net(x)
         loss = self.task.loss(output, y)
@@ -101,11 +122,53 @@ class SupervisedModule(L.LightningModule):
             self.train_acc.update(self.task.hits(output.detach(), y))
         return loss
 
+    def grouped_steps(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """One optimizer step per batch of the group, as automatic optimization takes them
+        (zero the gradients, backward, step, then a step-interval scheduler), stopping at
+        ``max_steps``; the group's losses reach the metrics in one update. Returns the mean
+        loss of the group, which the divergence guard and the step-loss curve read."""
+        step = optimizer_step(self)
+        configs = self.trainer.lr_scheduler_configs
+        schedulers = [config.scheduler for config in configs if config.interval == "step"]
+        max_steps = self.trainer.max_steps
+        steps = None if max_steps < 0 else max_steps - self.trainer.global_step
+        size = self.step_batch_size
+        batches = zip(inputs.split(size), targets.split(size), strict=True)
+        losses, sizes, hits = [], [], []
+        for x, y in itertools.islice(batches, steps):
+            output = self.net(x)
+            loss = self.task.loss(output, y)
+            step(loss)
+            for scheduler in schedulers:
+                scheduler.step()
+            losses.append(loss.detach())
+            sizes.append(len(y))
+            if self.train_acc is not None:
+                hits.append(self.task.hits(output.detach(), y))
+        losses = torch.stack(losses)
+        self.train_loss.update(losses, weight=torch.tensor(sizes, device=self.device))
+        if hits:
+            self.train_acc.update(torch.cat(hits))
+        return losses.mean()
+
     def on_train_epoch_end(self) -> None:
         # Logged once an epoch: a self.log per step costs as much as a small model's step.
         self.log("train/loss", self.train_loss)
         if self.train_acc is not None:
             self.log("train/acc", self.train_acc)
+        if not self.automatic_optimization:
+            self.step_epoch_schedulers()
+
+    def step_epoch_schedulers(self) -> None:
+        """What automatic optimization does at an epoch's end, after validation: step the
+        epoch-interval schedulers, a plateau one with the metric it monitors."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != "epoch":
+                continue
+            if not isinstance(config.scheduler, ReduceLROnPlateau):
+                config.scheduler.step()
+            elif self.hparams.monitor in self.trainer.callback_metrics:  # an epoch validated
+                config.scheduler.step(self.trainer.callback_metrics[self.hparams.monitor])
 
     def evaluate(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics) -> Tensor:
         """Update and log the loss and the metrics named by ``metrics.prefix`` (``val/``)."""
@@ -136,5 +199,7 @@ class SupervisedModule(L.LightningModule):
         spec = dict(self.hparams.scheduler)
         interval = spec.pop("interval", "epoch")
         scheduler = build(spec, "scheduler")(optimizer=optimizer)
-        config = {"scheduler": scheduler, "interval": interval, "monitor": self.hparams.monitor}
+        config = {"scheduler": scheduler, "interval": interval}
+        if self.automatic_optimization:  # else step_epoch_schedulers reads it
+            config["monitor"] = self.hparams.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
