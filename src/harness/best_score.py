@@ -68,5 +68,4 @@ def best_score_callbacks(cfg: DictConfig) -> list[Callback]:
 
 def best_metrics(trainer: L.Trainer) -> dict[str, float | int]:
     """``<monitor>_best`` and ``best_epoch``; empty when validation never ran."""
-    tracked = [c.best for c in trainer.callbacks if isinstance(c, BestScore)]
-    return dict(tracked[0]) if tracked else {}
+    return next((dict(c.best) for c in trainer.callbacks if isinstance(c, BestScore)), {})

@@ -24,7 +24,6 @@ from src.harness.file_kinds import not_a_file
 from src.harness.paths import LAST
 
 log = logging.getLogger(__name__)
-log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
 EXAMPLE = "logs/train/runs/<timestamp>/checkpoints/last.ckpt"
 # Where a checkpoint names the class of its module; one written before it did holds the default.
@@ -62,11 +61,9 @@ def resolve_ckpt_path(ckpt_path: str | None, search_dir: Path) -> Path | None:
     path = Path(ckpt_path).expanduser().resolve()
     if problem := not_a_file(path):
         raise ConfigError(
-            f"ckpt_path={ckpt_path} {problem} "
-            "(relative paths start from the folder the command runs in). Give the path of a "
-            ".ckpt file written by "
-            f"training (for example {EXAMPLE}), or ckpt_path=last for the newest last.ckpt "
-            f"under {search_dir}."
+            f"ckpt_path={ckpt_path} {problem} (relative paths start from the folder the command "
+            "runs in). Give the path of a .ckpt file written by training (for example "
+            f"{EXAMPLE}), or ckpt_path=last for the newest last.ckpt under {search_dir}."
         )
     return path
 

@@ -17,7 +17,6 @@ from src.harness.provenance import plain
 from src.harness.resume import differences
 
 log = logging.getLogger(__name__)
-log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
 
 def choose_test_data(cfg: DictConfig, ckpt_path: Path, checkpoint: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ end-of-epoch checkpoint, ``last.ckpt`` (or ``best.ckpt`` when the stop came betw
 
 from __future__ import annotations
 
-import itertools
 import logging
 import multiprocessing
 import os
@@ -37,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.harness.checkpoints import checkpoint_epoch
 from src.harness.failures import EXIT_CODES, discard_unfinished_run
 from src.harness.overrides import job_overrides, override, override_key
+from src.harness.paths import move_aside
 from src.harness.provenance import resolved_config
 from src.harness.sweep_stops import stopped_sweep
 from src.harness.sweeps import TRIAL_ENV
@@ -185,14 +185,9 @@ def earlier_attempt_checkpoint(cfg: DictConfig) -> str | None:
     ):
         log.warning("Resuming from %s, left by an earlier attempt of this job.", last)
         return str(last)
-    aside = next(
-        path
-        for path in (output_dir / f"checkpoints-earlier-{n}" for n in itertools.count(1))
-        if not path.exists()
-    )
     if not writer:
         return None
-    folder.rename(aside)
+    aside = move_aside(folder)
     log.warning(
         "%s held the checkpoints of an earlier run with other settings: moved to %s, so that "
         "this run's best.ckpt and last.ckpt are its own.",

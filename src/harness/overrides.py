@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import suppress
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -27,11 +28,9 @@ def override(key: str, value: str) -> str:
     The user's own overrides are valid Hydra already; a value built here, such as a path
     with spaces or non-ASCII letters, may need Hydra's quotes.
     """
-    try:
+    with suppress(HydraException):  # a character its grammar has no bare form for
         if OverridesParser.create().parse_override(f"{key}={value}").value() == value:
             return f"{key}={value}"
-    except HydraException:  # a character its grammar has no bare form for
-        pass
     return f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
 
 

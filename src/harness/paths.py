@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -28,6 +29,13 @@ PATH_KEYS = ("paths.root_dir", "paths.data_dir", "paths.log_dir", "data.data_dir
 PATH_KEYS += ("data.csv_path", "ckpt_path", "input")
 
 LAST = "last"  # ckpt_path=last: the newest last.ckpt
+
+
+def move_aside(path: Path) -> Path:
+    """Move what an earlier run left at ``path``, kept whole, to the first free
+    ``<path>-earlier-N`` (returned), so that the new run's files are its own."""
+    candidates = (path.with_name(f"{path.name}-earlier-{n}") for n in itertools.count(1))
+    return path.rename(next(aside for aside in candidates if not aside.exists()))
 
 
 def absolute_paths(cfg: DictConfig) -> None:

@@ -4,7 +4,6 @@ something else than the checkpoint holds.
 
 from __future__ import annotations
 
-import logging
 import shlex
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ from src.harness.errors import ConfigError
 from src.harness.overrides import eval_command, override_key
 from src.harness.run_checkpoint import recorded_checkpoints
 
-log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
-
 
 def differences(trained: Any, configured: Any, key: str) -> list[str]:
     """``key: <trained> in the checkpoint, <configured> here`` for each value that differs."""
@@ -30,11 +27,9 @@ def differences(trained: Any, configured: Any, key: str) -> list[str]:
             for n in names
             for line in differences(trained.get(n), configured.get(n), f"{key}.{n}")
         ]
-    return (
-        []
-        if trained == configured
-        else [f"{key}: {trained!r} in the checkpoint, {configured!r} here"]
-    )
+    if trained == configured:
+        return []
+    return [f"{key}: {trained!r} in the checkpoint, {configured!r} here"]
 
 
 def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> str | None:

@@ -29,6 +29,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,12 +48,15 @@ from hydra.errors import HydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna import Study, Trial
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
 )
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError
@@ -68,28 +72,21 @@ from src.harness.trial_seeds import TrialSeeded
 log = logging.getLogger(__name__)
 
 SCALARS = (str, int, float, bool, type(None))
-INTERRUPTED = tuple(EXIT_CODES.values())  # a run stopped by Ctrl-C or SIGTERM
 
 
+@dataclass
 class Search:
     """The settings of ``hydra.sweeper``; ``setup`` and ``sweep`` as Hydra calls a sweeper's."""
 
-    def __init__(
-        self,
-        direction: str,
-        n_trials: int,
-        n_jobs: int,
-        storage: str,
-        study_name: str,
-        sampler: DictConfig,
-        pruner: DictConfig | None,
-        heartbeat_interval: int,
-        params: DictConfig | None,
-    ) -> None:
-        self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
-        self.storage_url, self.study_name = storage, study_name
-        self.sampler, self.pruner, self.params = sampler, pruner, params
-        self.heartbeat_interval = heartbeat_interval
+    direction: str
+    n_trials: int
+    n_jobs: int
+    storage: str  # the study's database URL
+    study_name: str
+    sampler: DictConfig
+    pruner: DictConfig | None
+    heartbeat_interval: int
+    params: DictConfig | None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -115,7 +112,7 @@ class Search:
             refuse(
                 sweep_dir,
                 f"cannot open the study {self.study_name!r} in "
-                f"hydra.sweeper.storage={self.storage_url}: {type(error).__name__}: {error}",
+                f"hydra.sweeper.storage={self.storage}: {type(error).__name__}: {error}",
             )
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         metric = self.config.get("optimized_metric")
@@ -125,8 +122,9 @@ class Search:
                 with heartbeat(self.database, batch, self.heartbeat_interval):
                     returns = self.launcher.launch(overrides, initial_job_idx=batch[0].number)
             except BaseException as stop:  # an interrupt, or an error that ends the search
+                # Ctrl-C, or a job's exit code for Ctrl-C or SIGTERM
                 interrupted = isinstance(stop, KeyboardInterrupt) or (
-                    isinstance(stop, SystemExit) and stop.code in INTERRUPTED
+                    isinstance(stop, SystemExit) and stop.code in EXIT_CODES.values()
                 )
                 for trial in batch:
                     tell(study, trial, state=TrialState.FAIL, skip_if_finished=True)
@@ -139,35 +137,31 @@ class Search:
                 self.record(study, trial, result, metric)
         write_results(study, sweep_dir)
 
-    def algorithms(
-        self, space: dict[str, BaseDistribution]
-    ) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    def algorithms(self, space: dict[str, BaseDistribution]) -> tuple[BaseSampler, BasePruner]:
         """The sampler and pruner, and a direction that agrees with the data's monitor."""
         metric, data = self.config.optimized_metric, self.config.data
         mode = data.monitor_mode  # max or min
         if metric in (data.monitor, f"{data.monitor}_best") and self.direction[:3] != mode:
             better = "higher" if mode == "max" else "lower"
             raise ValueError(f"direction={self.direction}, but {metric} is better {better}")
-        grid = str(self.sampler.get("_target_", "")).endswith("GridSampler")
-        extra = {"search_space": grid_of(space)} if grid else {}
-        if grid:  # each point once
-            self.n_trials = min(self.n_trials, math.prod(map(len, extra["search_space"].values())))
+        is_grid = str(self.sampler.get("_target_", "")).endswith("GridSampler")
+        grid = grid_of(space) if is_grid else None
         pruner = instantiate(self.pruner) if self.pruner else optuna.pruners.NopPruner()
-        if grid:  # its points in one order from its seed, in every worker: it skips those done
-            return instantiate(self.sampler, **extra), pruner
+        if grid is not None:  # each point once
+            self.n_trials = min(self.n_trials, math.prod(map(len, grid.values())))
+            # its points in one order from its seed, in every worker: it skips those done
+            return instantiate(self.sampler, search_space=grid), pruner
         settings = OmegaConf.to_container(self.sampler, resolve=True)
         seed = settings.pop("seed", None)  # type: ignore[union-attr]
         return TrialSeeded(lambda own: instantiate(settings, seed=own), seed), pruner
 
-    def open_study(
-        self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
-    ) -> optuna.Study:
+    def open_study(self, sampler: BaseSampler, pruner: BasePruner) -> Study:
         """Create the study, or load it with the trials that earlier runs of it finished."""
         try:  # kept: the running trials' heartbeats go to it
-            self.database = self.storage()
+            self.database = self.open_storage()
         except DBAPIError:  # another worker was creating the same new database's tables
             time.sleep(1)
-            self.database = self.storage()
+            self.database = self.open_storage()
         study = optuna.create_study(
             storage=self.database,
             study_name=self.study_name,
@@ -181,37 +175,35 @@ class Search:
             kept = counted(study)
             log.info(
                 "Study %s in %s: %d of %d trials already done, kept; %s.",
-                self.study_name, self.storage_url, kept, self.n_trials,
+                self.study_name, self.storage, kept, self.n_trials,
                 "going on" if kept < self.n_trials else "a larger hydra.sweeper.n_trials adds more",
             )  # fmt: skip
         return study
 
-    def storage(self) -> RDBStorage:
+    def open_storage(self) -> RDBStorage:
         return RDBStorage(
-            self.storage_url,
+            self.storage,
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
         )
 
-    def how_to_go_on(self, study: optuna.Study, sweep_dir: Path) -> str:
+    def how_to_go_on(self, study: Study, sweep_dir: Path) -> str:
         # in this sweep's folder if the study is stored there, else in a new one
-        folder = sweep_dir if str(sweep_dir) in self.storage_url else None
+        folder = sweep_dir if str(sweep_dir) in self.storage else None
         return (
             f"The search stopped; the trials it finished ({counted(study)}) are kept in "
-            f"{self.storage_url}. Go on with:\n  "
+            f"{self.storage}. Go on with:\n  "
             f"{go_on_command(self.config.hydra.overrides, folder)}"
         )
 
-    def next_batch(
-        self, study: optuna.Study, space: dict[str, BaseDistribution]
-    ) -> list[optuna.Trial]:
+    def next_batch(self, study: Study, space: dict[str, BaseDistribution]) -> list[Trial]:
         """Up to ``n_jobs`` trials: those queued again first, then new ones, to ``n_trials``."""
         optuna.storages.fail_stale_trials(study)
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         size = min(self.n_jobs, max(self.n_trials - counted(study), 0) + waiting)
         return [study.ask(space) for _ in range(size)]
 
-    def record(self, study: optuna.Study, trial: optuna.Trial, result: Any, metric: str) -> None:
+    def record(self, study: Study, trial: Trial, result: Any, metric: str) -> None:
         """Record the job's outcome, read from what it wrote in its folder, in one line."""
         folder = Path(result.hydra_cfg.hydra.runtime.output_dir)
         job = read_job(folder)
@@ -250,13 +242,9 @@ def quiet_optuna() -> None:
 
 def search_space(overrides: list[Override]) -> tuple[dict[str, BaseDistribution], list[str]]:
     """The swept keys as Optuna distributions, and the other overrides as every job's own."""
-    space, fixed = {}, []
-    for line in overrides:
-        if line.is_sweep_override():
-            space[line.get_key_element()] = distribution(line)
-        else:
-            fixed.append(line.input_line)
-    return space, fixed
+    swept = [line for line in overrides if line.is_sweep_override()]
+    space = {line.get_key_element(): distribution(line) for line in swept}
+    return space, [line.input_line for line in overrides if not line.is_sweep_override()]
 
 
 def distribution(override: Override) -> BaseDistribution:
@@ -287,14 +275,14 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
     return {name: list(dist.choices) for name, dist in space.items()}  # type: ignore[attr-defined]
 
 
-def trial_overrides(trial: optuna.Trial) -> list[str]:
+def trial_overrides(trial: Trial) -> list[str]:
     # hydra.job.env_set tells the job which trial it is (src/harness/sweeps.py: pruning_callbacks)
     return [f"{key}={value}" for key, value in trial.params.items()] + [
         f"++hydra.job.env_set.{TRIAL_ENV}='{trial_id(trial)}'"
     ]
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, **outcome: Any) -> None:
+def tell(study: Study, trial: Trial, **outcome: Any) -> None:
     """``study.tell``, but the grid sampler's "every point done", a ``Study.stop()`` that only
     ``study.optimize`` may call, is left to ``n_trials`` (the outcome is stored either way)."""
     try:
@@ -304,7 +292,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, **outcome: Any) -> None:
             raise
 
 
-def counted(study: optuna.Study) -> int:
+def counted(study: Study) -> int:
     """Trials that take a place in ``n_trials``: all but the waiting ones and the failures
     queued again (those stopped by an interrupt or lost with their machine)."""
     trials = study.get_trials(deepcopy=False)
@@ -315,7 +303,7 @@ def counted(study: optuna.Study) -> int:
 
 
 @contextmanager
-def heartbeat(storage: RDBStorage, trials: list[optuna.Trial], interval: int) -> Iterator[None]:
+def heartbeat(storage: RDBStorage, trials: list[Trial], interval: int) -> Iterator[None]:
     """Tell the storage every ``interval`` seconds that ``trials`` still run: a worker that
     stops beating (killed, its machine lost) has its trials failed and queued again."""
     done = threading.Event()
@@ -336,7 +324,7 @@ def heartbeat(storage: RDBStorage, trials: list[optuna.Trial], interval: int) ->
         thread.join()
 
 
-def write_results(study: optuna.Study, sweep_dir: Path) -> None:
+def write_results(study: Study, sweep_dir: Path) -> None:
     """optimization_results.yaml: the best trial, and how every trial of the study ended."""
     states = [trial.state.name.lower() for trial in study.get_trials(deepcopy=False)]
     counts = {state: states.count(state) for state in ("complete", "pruned", "fail")}

@@ -16,11 +16,8 @@ import yaml
 
 from src.harness.compat import sweep_jobs, sweep_parser
 
-ERROR_FILE = (
-    "error.txt"  # a failed job's one-line error, then its traceback (src/harness/sweeps.py)
-)
-
-
+# a failed job's one-line error, then its traceback (src/harness/sweeps.py)
+ERROR_FILE = "error.txt"
 PRUNED_FILE = "pruned.txt"  # why a search stopped the job early, likewise
 
 

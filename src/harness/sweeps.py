@@ -22,7 +22,6 @@ because it runs inside each job.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from src.harness.atomic_files import write_atomic
 from src.harness.cluster import check_slurm_reachable
 from src.harness.failures import failure
 from src.harness.overrides import job_overrides
+from src.harness.paths import move_aside
 from src.harness.problems import stop_with_error
 from src.harness.summary import summarize
 from src.harness.sweep_jobs import (
@@ -92,29 +92,29 @@ def sweep_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
     name = cfg.get("optimized_metric")
     if name is None:
         return None
+    if name in metrics:
+        return float(metrics[name])
     never_validated = name.endswith("_best") and "best_epoch" not in metrics
-    if name not in metrics and never_validated and TRIAL_ENV not in os.environ:
+    if never_validated and TRIAL_ENV not in os.environ:
         # a sweep of runs without validation, say: the summary lists the job unranked
         log.warning("Job %s never validated, so it has no %s.", output_dir.name, name)
         return None
-    if name not in metrics:
-        logged = sorted(key for key in metrics if "/" in key)  # train/loss, val/acc, ...
-        fix = "Set optimized_metric to one of them"
-        if never_validated:
-            fix = (
-                f"{name} is the job's best validation score, and the job never validated "
-                "(trainer.limit_val_batches=0, or trainer.check_val_every_n_epoch above "
-                "trainer.max_epochs). Validate at least once, or set optimized_metric to one "
-                "of them"
-            )
-        message = (
-            f"optimized_metric={name!r} was never logged by the job in {output_dir}, so the "
-            f"sweep cannot rank its jobs and stops here. The job logged: {', '.join(logged)}. "
-            f"{fix} (for a search, with the matching direction)."
+    logged = sorted(key for key in metrics if "/" in key)  # train/loss, val/acc, ...
+    fix = "Set optimized_metric to one of them"
+    if never_validated:
+        fix = (
+            f"{name} is the job's best validation score, and the job never validated "
+            "(trainer.limit_val_batches=0, or trainer.check_val_every_n_epoch above "
+            "trainer.max_epochs). Validate at least once, or set optimized_metric to one "
+            "of them"
         )
-        log.error(message)
-        stop_with_error(message)
-    return float(metrics[name])
+    message = (
+        f"optimized_metric={name!r} was never logged by the job in {output_dir}, so the "
+        f"sweep cannot rank its jobs and stops here. The job logged: {', '.join(logged)}. "
+        f"{fix} (for a search, with the matching direction)."
+    )
+    log.error(message)
+    stop_with_error(message)
 
 
 def finished_metrics(output_dir: Path) -> dict[str, Any] | None:
@@ -199,12 +199,7 @@ def keep_earlier_jobs(config: DictConfig) -> None:
         folder = sweep_dir / job.name
         if not (folder / "metrics.json").is_file() or read_job(folder).overrides == job.overrides:
             continue
-        aside = next(
-            path
-            for path in (sweep_dir / f"{job.name}-earlier-{n}" for n in itertools.count(1))
-            if not path.exists()
-        )
-        folder.rename(aside)
+        aside = move_aside(folder)
         log.warning(
             "%s held a finished job with other overrides: moved to %s, kept whole.", folder, aside
         )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import optuna
+from optuna import Study
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
@@ -30,24 +30,24 @@ class TrialSeeded(BaseSampler):
         self.make, self.seed = make, seed
         self.sampler = make(seed)
 
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if self.seed is not None:  # without a seed, every draw is random already
             self.sampler = self.make(trial_seed(self.seed, trial.number))
         self.sampler.before_trial(study, trial)
 
     def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
+        self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
         return self.sampler.infer_relative_search_space(study, trial)
 
     def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         return self.sampler.sample_relative(study, trial, search_space)
 
     def sample_independent(
         self,
-        study: optuna.Study,
+        study: Study,
         trial: FrozenTrial,
         param_name: str,
         param_distribution: BaseDistribution,
@@ -55,11 +55,7 @@ class TrialSeeded(BaseSampler):
         return self.sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
+        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
         self.sampler.after_trial(study, trial, state, values)
 

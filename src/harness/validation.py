@@ -77,12 +77,10 @@ def checked_arguments(
     if parameters is None:
         return {}
     unknown = [name for name in arguments if name not in parameters]
-    problems.add(
-        *(
+    for name in unknown:
+        problems.add(
             f"{key}.{name} is not an argument of {cls.__name__} (it takes: {', '.join(parameters)})"
-            for name in unknown
         )
-    )
     buildable, replaced = not unknown, {}
     for name, value in arguments.items():
         if name in unknown or holds_spec(value):
