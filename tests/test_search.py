@@ -262,11 +262,16 @@ def wait_for(path_glob: str, root: Path, timeout_s: float = 120) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how):
+@pytest.mark.parametrize(
+    ("how", "launcher"), [("SIGTERM", "basic"), ("SIGKILL", "basic"), ("SIGTERM", "joblib")]
+)
+def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how, launcher):
+    """SIGTERM reaches the search's main process only (kill PID); under joblib the trial
+    runs in a worker process, which the main process's exit stops."""
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = [
         *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
+        f"hydra/launcher={launcher}",
         *("hydra.sweeper.n_trials=3", "trainer.max_epochs=8", f"paths.log_dir={tmp_path}"),
         *(f"hydra.sweeper.storage={storage}", "hydra/sweeper/pruner=none"),
         "hydra.sweeper.heartbeat_interval=1",
@@ -280,6 +285,7 @@ def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how):
     assert first.returncode == {"SIGTERM": 143, "SIGKILL": -9}[how]
     if how == "SIGTERM":
         assert "The search stopped; the trials it finished (1) are kept in" in stderr.decode()
+        assert stderr.decode().count("Go on with:") == 1
     else:
         time.sleep(2.5)  # no heartbeat for longer than its grace period (2 intervals)
     assert states(study(storage, "lenet_optuna"))[0] == "COMPLETE"

@@ -57,22 +57,22 @@ def stopped_sweep(signal_name: str, overrides: Mapping[str, Iterable[str]], swee
 
 
 def stop_resumably(config: DictConfig) -> None:
-    """In the main process of a basic sweep over the joblib launcher: a Ctrl-C or SIGTERM
-    prints the one message and exits 130/143, which joblib answers by stopping its workers
-    (a raw ``KeyboardInterrupt`` traceback otherwise, and a SIGTERM ends it silently)."""
+    """In the main process of a sweep over the joblib launcher: a Ctrl-C or SIGTERM prints the
+    one message and exits 130/143, which joblib answers by stopping its workers (a raw
+    ``KeyboardInterrupt`` traceback otherwise, and a SIGTERM ends it silently). A search
+    prints its own message when the exit reaches it (``search.py``)."""
     hydra = config.hydra
-    if not (
-        hydra.sweeper._target_.endswith("BasicSweeper")
-        and hydra.launcher._target_.endswith("JoblibLauncher")
-    ):
+    if not hydra.launcher._target_.endswith("JoblibLauncher"):
         return
+    search = not hydra.sweeper._target_.endswith("BasicSweeper")
     overrides, sweep_dir = OmegaConf.to_container(hydra.overrides), Path(hydra.sweep.dir)
 
     def stop(signum: int, frame: Any) -> None:
         for again in EXIT_CODES:  # a second signal ends the process at once
             signal.signal(again, lambda number, _: os._exit(EXIT_CODES[number]))
-        name = signal.Signals(signum).name
-        print(stopped_sweep(name, overrides, sweep_dir), file=sys.stderr, flush=True)
+        if not search:
+            name = signal.Signals(signum).name
+            print(stopped_sweep(name, overrides, sweep_dir), file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CODES[signum])
 
     for signum in EXIT_CODES:
