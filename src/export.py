@@ -19,6 +19,7 @@ import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.harness.exporting import export, model_card, raw_input_model
 from src.harness.failures import run_reporting_errors
 from src.harness.run import trained_model
+from src.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ def export_model(cfg: DictConfig) -> Path:
     path, checkpoint, model = trained_model(cfg)
     output = Path(cfg.output or path.with_suffix(f".{cfg.format}")).expanduser().resolve()
     card = model_card(checkpoint, path)
-    exported = export(raw_input_model(checkpoint, model), card, output, cfg.format)
+    wrapped = raw_input_model(checkpoint, model, TASKS[card["task"]])
+    exported = export(wrapped, card, output, cfg.format)
     log.info("Exported %s to %s (its card: %s.json)", path, exported, exported)
     return exported
 

@@ -18,13 +18,14 @@ import src  # noqa: F401 - sets PROJECT_ROOT for the configs
 from src.harness.failures import run_reporting_errors
 from src.harness.provenance import record_run
 from src.harness.serving import run_server, serving_source
+from src.tasks import TASKS
 
 
 def serve(cfg: DictConfig) -> None:
     """Serve the model ``cfg`` names until stopped."""
-    source, card = serving_source(cfg)
+    source, card = serving_source(cfg, TASKS)
     record_run(cfg, Path(cfg.paths.output_dir))
-    run_server(source, card, cfg)
+    run_server(source, card, TASKS[card["task"]], cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="serve")

@@ -131,7 +131,9 @@ CARD = {"input_shape": [3], "checkpoint": "own.ckpt"}
 
 def test_a_module_of_ones_own_exports_with_its_predict_step_and_the_normalization(tmp_path):
     module = OwnModule()
-    model_file = export(FromRawInputs(module, STATE, "regression"), CARD, tmp_path / "m.pt2", "pt2")
+    model_file = export(
+        FromRawInputs(module, STATE, TASKS["regression"]), CARD, tmp_path / "m.pt2", "pt2"
+    )
     raw = torch.randn(7, 3)
     with torch.no_grad():
         expected = module.predict_step((raw - STATE["mean"]) / STATE["std"])
@@ -139,7 +141,7 @@ def test_a_module_of_ones_own_exports_with_its_predict_step_and_the_normalizatio
 
 
 def test_a_module_that_cannot_be_exported_is_named_and_nothing_is_written(tmp_path):
-    wrapped = FromRawInputs(OwnModule(data_dependent=True), STATE, "regression")
+    wrapped = FromRawInputs(OwnModule(data_dependent=True), STATE, TASKS["regression"])
     with pytest.raises(
         ConfigError,
         match=r"ckpt_path=own.ckpt cannot be exported: .*test_export.py:\d+, in forward",
@@ -149,7 +151,7 @@ def test_a_module_that_cannot_be_exported_is_named_and_nothing_is_written(tmp_pa
 
 
 def test_bad_format_and_missing_extra_are_refused_before_any_work(monkeypatch, tmp_path):
-    wrapped = FromRawInputs(OwnModule(), STATE, "regression")
+    wrapped = FromRawInputs(OwnModule(), STATE, TASKS["regression"])
     with pytest.raises(ConfigError, match=r"format=tflite is not an export format"):
         export(wrapped, CARD, tmp_path / "m", "tflite")
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed

@@ -24,6 +24,7 @@ from src.harness.errors import ConfigError, TrainingDiverged
 from src.harness.serving import serving_source
 from src.models.module import SupervisedModule
 from src.predict import predict
+from src.tasks import TASKS
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config
 
@@ -109,7 +110,7 @@ def export_it(ckpt: Path, tmp_path: Path) -> None:
 def serve_it(ckpt: Path, tmp_path: Path) -> None:
     """What serve.py loads and checks before its server starts."""
     pytest.importorskip("litserve", reason="the serve extra is not installed")
-    serving_source(compose_config([f"ckpt_path={ckpt}"], tmp_path / "serve", "serve"))
+    serving_source(compose_config([f"ckpt_path={ckpt}"], tmp_path / "serve", "serve"), TASKS)
 
 
 ENTRY_POINTS = [

@@ -23,6 +23,7 @@ from src.export import export_model
 from src.harness.errors import ConfigError
 from src.harness.serving import serving_source
 from src.predict import predict
+from src.tasks import TASKS
 from src.train import train
 from tests.conftest import QUIET, ROOT, SHARED_DATA, compose_config
 from tests.test_template import CONTINUATION
@@ -154,7 +155,7 @@ def test_readme_command_runs(
         "eval": evaluate,
         "predict": predict,
         "export": export_model,
-        "serve": lambda cfg: Path(serving_source(cfg)[0]),
+        "serve": lambda cfg: Path(serving_source(cfg, TASKS)[0]),
     }[config_name]
     gpu = config_name not in WITHOUT_TRAINER and cfg.trainer.accelerator in ("gpu", "cuda")
     if gpu and not torch.cuda.is_available():

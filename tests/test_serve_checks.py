@@ -16,6 +16,7 @@ from PIL import Image
 
 from src.harness.errors import ConfigError
 from src.harness.serving import serving_source
+from src.tasks import TASKS
 from tests.conftest import compose_config
 
 pytest.importorskip("litserve", reason="the serve extra is not installed")
@@ -120,7 +121,7 @@ def test_the_middleware_passes_good_requests_on_decoded_and_refuses_bad_ones():
 def test_serve_refuses_a_bad_config_before_any_work(overrides, match, tmp_path):
     cfg = compose_config(overrides, tmp_path / "run", "serve")
     with pytest.raises(ConfigError, match=match):
-        serving_source(cfg)
+        serving_source(cfg, TASKS)
     assert not (tmp_path / "run").exists()
 
 
@@ -131,11 +132,11 @@ def test_a_port_in_use_is_refused_before_any_work(tmp_path):
         port = holder.getsockname()[1]
         cfg = compose_config(["ckpt_path=a.ckpt", f"port={port}"], tmp_path / "run", "serve")
         with pytest.raises(ConfigError, match=f"port={port} cannot be served on 127.0.0.1"):
-            serving_source(cfg)
+            serving_source(cfg, TASKS)
 
 
 def test_an_onnx_file_without_its_card_is_refused(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     cfg = compose_config([f"model_file={tmp_path / 'model.onnx'}"], tmp_path / "run", "serve")
     with pytest.raises(ConfigError, match="has no card model.onnx.json beside it"):
-        serving_source(cfg)
+        serving_source(cfg, TASKS)

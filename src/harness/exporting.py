@@ -23,7 +23,6 @@ from src.harness.atomic_files import replaced_atomically, write_atomic
 from src.harness.errors import ConfigError
 from src.harness.loggers import require
 from src.harness.raw_inputs import preprocessing_state
-from src.tasks import TASKS
 
 FORMATS = ("onnx", "pt2")
 TORCH = str(Path(torch.__file__).parent)
@@ -32,14 +31,15 @@ TORCH = str(Path(torch.__file__).parent)
 class FromRawInputs(nn.Module):
     """The model as predict.py runs it, from raw inputs to the task's predictions."""
 
-    def __init__(self, model: L.LightningModule, state: dict[str, Any], task: str) -> None:
+    def __init__(self, model: L.LightningModule, state: dict[str, Any], task: Any) -> None:
+        """``task``: the data's task (``src/tasks.py``), which reads a module's outputs."""
         super().__init__()
         self.model = model.eval()
         self.pixel_max = state.get("pixel_max") if len(state["input_shape"]) > 1 else None
         self.register_buffer("mean", torch.as_tensor(state["mean"], dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(state["std"], dtype=torch.float32))
         self.own_predict_step = type(model).predict_step is not L.LightningModule.predict_step
-        self.task = TASKS[task]
+        self.task = task
 
     def forward(self, x: Tensor) -> Tensor:
         if self.pixel_max is not None:
@@ -74,9 +74,10 @@ def model_card(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
-def raw_input_model(checkpoint: dict[str, Any], model: L.LightningModule) -> FromRawInputs:
-    state = preprocessing_state(checkpoint)
-    return FromRawInputs(model, state, state.get("task") or model.hparams.task)
+def raw_input_model(
+    checkpoint: dict[str, Any], model: L.LightningModule, task: Any
+) -> FromRawInputs:
+    return FromRawInputs(model, preprocessing_state(checkpoint), task)
 
 
 def export(wrapped: FromRawInputs, card: dict[str, Any], output: Path, kind: str) -> Path:

@@ -26,7 +26,6 @@ from src.harness.checkpoints import load_checkpoint, restore_model
 from src.harness.errors import ConfigError
 from src.harness.exporting import raw_input_model
 from src.harness.raw_inputs import png_pixels, resize
-from src.tasks import TASKS
 
 ROUTE = "/predict"
 REWRITTEN_HEADERS = (b"content-type", b"content-length")
@@ -135,9 +134,9 @@ class PredictionAPI(ls.LitAPI):
     """The model (a checkpoint run by torch, or an ONNX file run by onnxruntime) behind
     ``/predict``; requests batched across clients by LitServe."""
 
-    def __init__(self, source: str, card: dict[str, Any], **batching: Any) -> None:
+    def __init__(self, source: str, card: dict[str, Any], task: Any, **batching: Any) -> None:
         super().__init__(api_path=ROUTE, **batching)
-        self.source, self.card = source, card
+        self.source, self.card, self.task = source, card, task
 
     def setup(self, device: str) -> None:
         if self.source.endswith(".onnx"):
@@ -148,7 +147,8 @@ class PredictionAPI(ls.LitAPI):
             self.model = lambda x: session.run(None, {name: x})[0]
         else:
             checkpoint = load_checkpoint(Path(self.source))
-            wrapped = raw_input_model(checkpoint, restore_model(checkpoint, Path(self.source)))
+            model = restore_model(checkpoint, Path(self.source))
+            wrapped = raw_input_model(checkpoint, model, self.task)
 
             @torch.inference_mode()
             def model(x: np.ndarray) -> np.ndarray:
@@ -170,8 +170,7 @@ class PredictionAPI(ls.LitAPI):
 
     def encode_response(self, output: np.ndarray) -> dict[str, list[dict[str, Any]]]:
         """predict.py's CSV row for each input, as ``{column: value}``."""
-        task = TASKS[self.card["task"]]
-        columns, rows = task.table(torch.from_numpy(output), self.card["labels"])
+        columns, rows = self.task.table(torch.from_numpy(output), self.card["labels"])
         return {
             "predictions": [
                 dict(zip(["input", *columns], [str(i), *row], strict=True))

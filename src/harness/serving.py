@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from src.harness.exporting import model_card
 from src.harness.file_kinds import not_a_file
 from src.harness.loggers import require
 from src.harness.run import trained_model
-from src.tasks import TASKS
 
 # What LitServe binds to (server.run refuses any other host), and its ports.
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")
@@ -29,8 +28,9 @@ PORTS = range(1024, 65536)
 log = logging.getLogger(__name__)
 
 
-def serving_source(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
-    """The checkpoint or ONNX file to serve and its card, with the server's settings checked."""
+def serving_source(cfg: DictConfig, tasks: Collection[str]) -> tuple[str, dict[str, Any]]:
+    """The checkpoint or ONNX file to serve and its card (whose task must be one of
+    ``tasks``), with the server's settings checked."""
     require("litserve", extra="serve")
     if cfg.host not in HOSTS or cfg.port not in PORTS:
         raise ConfigError(
@@ -55,10 +55,10 @@ def serving_source(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
         return str(path), model_card(checkpoint, path)
     require("onnxruntime", extra="serve")
     path = Path(cfg.model_file).expanduser().resolve()
-    return str(path), exported_card(path)
+    return str(path), exported_card(path, tasks)
 
 
-def exported_card(path: Path) -> dict[str, Any]:
+def exported_card(path: Path, tasks: Collection[str]) -> dict[str, Any]:
     """The card ``export.py`` wrote beside an ONNX file, checked for what serving reads."""
     card_path = path.with_name(f"{path.name}.json")
     problem = not_a_file(path) or (path.suffix != ".onnx" and "is not an .onnx file")
@@ -71,7 +71,7 @@ def exported_card(path: Path) -> dict[str, Any]:
     try:
         card = json.loads(card_path.read_text())
         shape, task = card["input_shape"], card["task"]
-        valid = all(isinstance(size, int) and size > 0 for size in shape) and task in TASKS
+        valid = all(isinstance(size, int) and size > 0 for size in shape) and task in tasks
     except (ValueError, KeyError, TypeError):
         valid = False
     if not valid:
@@ -79,14 +79,15 @@ def exported_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def run_server(source: str, card: dict[str, Any], cfg: DictConfig) -> None:
-    """Serve ``POST /predict`` and ``GET /health`` until stopped."""
+def run_server(source: str, card: dict[str, Any], task: Any, cfg: DictConfig) -> None:
+    """Serve ``POST /predict`` and ``GET /health`` until stopped; ``task`` (``src/tasks.py``)
+    reads the model's outputs and names predict.py's columns."""
     import litserve as ls
 
     from src.harness.prediction_api import PredictionAPI, RefuseBadRequests
 
     api = PredictionAPI(
-        source, card, max_batch_size=cfg.max_batch_size, batch_timeout=cfg.batch_timeout
+        source, card, task, max_batch_size=cfg.max_batch_size, batch_timeout=cfg.batch_timeout
     )
     middleware = (RefuseBadRequests, {"card": card, "max_body_bytes": cfg.max_body_bytes})
     server = ls.LitServer(api, accelerator="cpu", timeout=cfg.timeout, middlewares=[middleware])
