@@ -149,6 +149,8 @@ def test_readme_command_runs(
         cfg = make_cfg(*first_of_each_sweep(arguments), *TINY, config_name=config_name)
     if prints_only:
         return
+    if config_name in WITHOUT_TRAINER:  # the README's quick start installs no serve extra
+        pytest.importorskip("litserve" if config_name == "serve" else "onnxscript")
     # serve: what it checks and loads before serving (a server would not return)
     run = {
         "train": train,
