@@ -75,8 +75,11 @@ def stop(trainer: L.Trainer, cfg: DictConfig, signum: signal.Signals) -> None:
 
 def console_report(message: str, signal_name: str) -> str | None:
     """A run's own report; in a sweep, one message for the whole sweep, printed by the sweep's
-    main process (``sweep_stops.py``), or by this job if the basic launcher runs it there."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    main process (``sweep_stops.py``), or by this job if the basic launcher runs it there. A
+    submitit job (SLURM, ``submitit_local``) runs alone with an output file of its own, where
+    its own report belongs: on SLURM the job is requeued and goes on by itself."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if not multirun or os.environ.get("SUBMITIT_EXECUTOR"):
         return message
     if TRIAL_ENV in os.environ or multiprocessing.parent_process() is not None:
         return None  # the search, or the sweep's main process, says how to go on
