@@ -34,7 +34,7 @@ from src.callbacks.tensorboard import CARD_TEXT
 from src.harness.sweeps import brief
 from src.models.nets import LeNet5
 from src.train import train
-from tests.conftest import HOUSING_HEADER, QUIET, ROOT, compose_config
+from tests.conftest import HOUSING_HEADER, QUIET, ROOT, compose_config, run_in_process
 
 # QUIET without logger=none: these runs log to TensorBoard (the default logger).
 TENSORBOARD_RUN = [o for o in QUIET if not o.startswith("logger=")]
@@ -78,8 +78,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(compose_config([*common, *regression], runs / HOUSING))
     sweep = ["-m", "model=mlp", "data=digits", "optimizer.lr=0.01,0.001"]
     sweep += [*common, f"hydra.sweep.dir={logs / 'train' / 'multiruns' / 'sweep'}"]
-    command = [sys.executable, "src/train.py", *sweep]
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    swept = run_in_process(*sweep, cwd=ROOT)
+    assert swept.returncode == 0, swept.stderr
     return logs
 
 

@@ -30,7 +30,7 @@ from src.harness.summary import job_table
 from src.harness.sweep_jobs import read_job
 from src.predict import predict
 from src.train import train
-from tests.conftest import QUIET, compose_config, run_script
+from tests.conftest import QUIET, compose_config, run_in_process
 
 TINY = [*QUIET, "data.num_samples=200"]
 
@@ -284,7 +284,7 @@ class Boom(Callback):
 def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     logs = tmp_path / "lögs with spaces"
     base = ["data.num_samples=200", override("paths.log_dir", str(logs))]
-    trained = run_script(*base, "trainer.max_epochs=2", cwd=tmp_path)
+    trained = run_in_process(*base, "trainer.max_epochs=2", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     (run,) = (logs / "train" / "runs").iterdir()
     lines = trained.stdout.strip().splitlines()
@@ -301,7 +301,7 @@ def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     for line in ("Command: ", "Run folder: ", "Epoch 1: ", "Saved ", "Done: val/acc_best="):
         assert line in log
 
-    evaluated = run_script(base[1], "ckpt_path=last", cwd=tmp_path, script="eval")
+    evaluated = run_in_process(base[1], "ckpt_path=last", cwd=tmp_path, script="eval")
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"Checkpoint: {run / 'checkpoints' / 'last.ckpt'} (run mlp-synthetic)" in (
         evaluated.stdout
@@ -310,7 +310,7 @@ def test_the_console_and_the_logs_of_a_walk_through(tmp_path):
     assert json.loads((eval_run / "metrics.json").read_text())["run_name"] == "mlp-synthetic"
     assert "Done: test/acc=" in (eval_run / "eval.log").read_text()
 
-    boom = run_script(*base, "+callbacks.boom._target_=tests.test_failures.Boom", cwd=tmp_path)
+    boom = run_in_process(*base, "+callbacks.boom._target_=tests.test_failures.Boom", cwd=tmp_path)
     assert boom.returncode == 1 and "Traceback" not in boom.stdout
     (failed,) = [folder for folder in (logs / "train" / "runs").iterdir() if folder != run]
     assert boom.stderr == f"error: RuntimeError: boom (the traceback is in {failed}/train.log)\n"

@@ -4,9 +4,6 @@ the run knew (its best checkpoint) and refuses settings it would silently ignore
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from src.models.module import SupervisedModule
 from src.predict import predict
 from src.tasks import TASKS
 from src.train import train
-from tests.conftest import QUIET, ROOT, compose_config
+from tests.conftest import QUIET, ROOT, compose_config, run_in_forks
 
 TINY = [*QUIET, "data.num_samples=200"]
 
@@ -211,21 +208,9 @@ def test_runs_started_together_each_get_their_own_complete_folder(tmp_path):
     """Three runs started at once into one log folder, each with a net of its own width."""
     widths = [8, 16, 32]
     common = [*TINY, "trainer.max_epochs=1", f"paths.log_dir={tmp_path}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "src/train.py", *common, f"model.net.hidden_sizes=[{width}]"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for width in widths
-    ]
-    for process in processes:
-        _, errors = process.communicate(timeout=240)
-        assert process.returncode == 0, errors[-2000:]
+    lists = [[*common, f"model.net.hidden_sizes=[{width}]"] for width in widths]
+    for result in run_in_forks(*lists, cwd=ROOT):
+        assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted((tmp_path / "train" / "runs").iterdir())
     assert len(runs) == 3
     found = []

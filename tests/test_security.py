@@ -16,7 +16,7 @@ from src.harness.errors import ConfigError
 from src.harness.names import unsafe_names
 from src.harness.sweeps import brief
 from src.train import train
-from tests.conftest import QUIET, compose_config, run_script
+from tests.conftest import QUIET, compose_config, run_in_process
 
 TINY = [*QUIET, "data.num_samples=200", "trainer.limit_train_batches=2"]
 TINY += ["trainer.limit_val_batches=1", "trainer.max_epochs=1"]
@@ -146,7 +146,7 @@ def test_a_run_folder_moved_elsewhere_resumes_with_its_best_checkpoint(run, tmp_
 def test_the_crafted_resume_ends_in_one_line_and_leaves_no_run_folder(run, tmp_path):
     ckpt = crafted(run, tmp_path, a_key_in_another_folder)
     logs = tmp_path / "logs"
-    result = run_script(*TINY, f"ckpt_path={ckpt}", f"paths.log_dir={logs}", cwd=tmp_path)
+    result = run_in_process(*TINY, f"ckpt_path={ckpt}", f"paths.log_dir={logs}", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ckpt_path=") and "id_rsa" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -169,7 +169,7 @@ def test_a_name_that_would_leave_the_log_folder_is_refused_before_any_folder_is_
 ):
     work = tmp_path / "a" / "b" / "c"
     work.mkdir(parents=True)
-    result = run_script(*overrides, f"paths.log_dir={work / 'logs'}", cwd=work, script=script)
+    result = run_in_process(*overrides, f"paths.log_dir={work / 'logs'}", cwd=work, script=script)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {key}=") and "not / or \\" in result.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [

@@ -28,30 +28,19 @@ from src.harness.build import build_trainer
 from src.harness.problems import Problems
 from src.models.module import SupervisedModule
 from src.train import train
-from tests.conftest import QUIET, ROOT, compose_config
+from tests.conftest import QUIET, ROOT, compose_config, run_in_process
 
 # Each job takes one of the node's cores; the local cluster's node has at least two.
 PER_JOB = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 SMALL = ["data.num_samples=600", "optimizer=sgd", "optimizer.lr=0.05"]
 
 
-def test_a_slurm_sweep_where_sbatch_is_missing_exits_1_with_one_paragraph(tmp_path):
+def test_a_slurm_sweep_where_sbatch_is_missing_exits_1_with_one_paragraph(tmp_path, monkeypatch):
     path = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "sbatch").exists()]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "src/train.py",
-            "-m",
-            "hydra/launcher=slurm",
-            "seed=1,2",
-            f"paths.log_dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PATH": os.pathsep.join(path), "HYDRA_FULL_ERROR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    args = ("-m", "hydra/launcher=slurm", "seed=1,2", f"paths.log_dir={tmp_path}")
+    result = run_in_process(*args, cwd=ROOT)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     (message,) = result.stderr.strip().splitlines()

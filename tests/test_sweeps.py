@@ -1,8 +1,7 @@
 """Sweeps: failed jobs, resumed sweep folders, summaries and launchers (searches: test_search).
 
-Multiruns need Hydra's real command line, so those tests run ``python src/train.py -m``
-in a subprocess (a few seconds of imports each); the job logic and the summary are
-tested in-process on the same functions the jobs call.
+Multiruns run Hydra's real command line, ``python src/train.py -m``, in this process
+(``run_in_process``); a stopped sweep's tests run it in a subprocess, as signals need.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from src.harness.summary import summarize
 from src.harness.sweep_jobs import read_job
 from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
-from tests.conftest import QUIET, ROOT, compose_config
+from tests.conftest import QUIET, ROOT, compose_config, run_in_process
 
 # One short epoch, not fast_dev_run: the jobs keep checkpoints, as real ones do (and a job
 # run again resumes from its own).
@@ -34,8 +33,7 @@ TINY += ["trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
 
 def multirun(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "src/train.py", "-m", *args, *TINY, f"hydra.sweep.dir={sweep_dir}"]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run_in_process("-m", *args, *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=ROOT)
 
 
 def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
