@@ -9,8 +9,10 @@ import io
 import logging
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -123,6 +125,38 @@ def run_in_forks(
             for arguments in argument_lists
         ]
         return [run.result(timeout=240) for run in runs]
+
+
+def start_in_fork(*args: str, cwd: Path, stderr: Path, script: str = "train") -> int:
+    """Start :func:`run_in_process` in a process forked from this one, in a session of its
+    own as a terminal starts a command, with a fresh interpreter's signal handling; its
+    stderr is written to ``stderr`` at its end. Its pid, for signals and :func:`wait_for`."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the child: it never returns into pytest
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        result = run_in_process(*args, cwd=cwd, script=script)
+        stderr.write_text(result.stderr)
+        code = result.returncode
+    finally:
+        os._exit(code)
+
+
+def wait_for(pid: int, timeout: float) -> int:
+    """The exit code of a forked process; killed with its session after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"process {pid} did not end within {timeout} s")
 
 
 # Small, fast and quiet: no progress bar or model summary to print, no logger files.

@@ -6,6 +6,7 @@ Multiruns run Hydra's real command line, ``python src/train.py -m``, in this pro
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -24,7 +25,7 @@ from src.harness.summary import summarize
 from src.harness.sweep_jobs import read_job
 from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
-from tests.conftest import QUIET, ROOT, compose_config, run_in_process
+from tests.conftest import QUIET, ROOT, compose_config, run_in_process, start_in_fork, wait_for
 
 # One short epoch, not fast_dev_run: the jobs keep checkpoints, as real ones do (and a job
 # run again resumes from its own).
@@ -112,30 +113,29 @@ def test_a_stopped_sweep_prints_once_the_command_that_goes_on_with_it(tmp_path, 
     sweep = tmp_path / "sweep"
     overrides = ["data=digits", "optimizer.lr=0.01,0.001", f"hydra/launcher={launcher}", *QUIET]
     overrides += ["trainer.max_epochs=100", "trainer.limit_train_batches=2"]
-    process = subprocess.Popen(
-        [sys.executable, "src/train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a process group of its own, as a terminal gives a command
-    )
+    output = tmp_path / "stderr.txt"
+    if launcher == "basic":  # the jobs run in the sweep's process: forked, it starts at once
+        pid = start_in_fork("-m", *overrides, f"hydra.sweep.dir={sweep}", cwd=ROOT, stderr=output)
+    else:
+        command = [sys.executable, "src/train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}"]
+        with output.open("w") as file:  # a session of its own, as a terminal gives a command
+            pid = subprocess.Popen(command, cwd=ROOT, stderr=file, start_new_session=True).pid
     try:
         deadline = time.monotonic() + 120
         while not (sweep / "0" / "checkpoints" / "last.ckpt").exists():
-            assert process.poll() is None and time.monotonic() < deadline, "no epoch ended"
+            assert time.monotonic() < deadline, "no epoch ended"
             time.sleep(0.1)
         if signum == signal.SIGINT:  # Ctrl-C reaches every process of the sweep
-            os.killpg(process.pid, signum)
+            os.killpg(pid, signum)
         else:  # kill PID: the sweep's main process only
-            process.send_signal(signum)
-        _, stderr = process.communicate(timeout=120)
+            os.kill(pid, signum)
+        returncode = wait_for(pid, timeout=120)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    stderr = output.read_text()
 
-    assert process.returncode == 128 + signum, stderr
+    assert returncode == 128 + signum, stderr
     assert "Traceback" not in stderr and "ckpt_path=" not in stderr  # no job's own command
     assert stderr.count("Go on with:") == 1, stderr
     assert f"The sweep stopped by {signal.Signals(signum).name}. {sweep} keeps" in stderr
