@@ -130,7 +130,7 @@ def run_in_forks(
 def start_in_fork(*args: str, cwd: Path, stderr: Path, script: str = "train") -> int:
     """Start :func:`run_in_process` in a process forked from this one, in a session of its
     own as a terminal starts a command, with a fresh interpreter's signal handling; its
-    stderr is written to ``stderr`` at its end. Its pid, for signals and :func:`wait_for`."""
+    stderr is written to ``stderr`` at its end. Its pid, for signals and :func:`wait_for_exit`."""
     pid = os.fork()
     if pid:
         return pid
@@ -146,7 +146,7 @@ def start_in_fork(*args: str, cwd: Path, stderr: Path, script: str = "train") ->
         os._exit(code)
 
 
-def wait_for(pid: int, timeout: float) -> int:
+def wait_for_exit(pid: int, timeout: float) -> int:
     """The exit code of a forked process; killed with its session after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from src.harness.search import Search, quiet_optuna, search_space
-from tests.conftest import QUIET, ROOT, SHARED_DATA, run_in_process
+from tests.conftest import QUIET, ROOT, SHARED_DATA, run_in_process, start_in_fork, wait_for_exit
 from tests.test_sweeps import summary_rows
 
 
@@ -255,28 +255,34 @@ def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how, launch
     """SIGTERM reaches the search's main process only (kill PID); under joblib the trial
     runs in a worker process, which the main process's exit stops."""
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    command = [
-        *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
-        f"hydra/launcher={launcher}",
+    arguments = [
+        *("hparams_search=lenet_optuna", *QUIET, f"hydra/launcher={launcher}"),
         *("hydra.sweeper.n_trials=3", "trainer.max_epochs=8", f"paths.log_dir={tmp_path}"),
         *(f"hydra.sweeper.storage={storage}", "hydra/sweeper/pruner=none"),
         "hydra.sweeper.heartbeat_interval=1",
     ]
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    output = tmp_path / "stderr.txt"
+    if launcher == "basic":  # the trials run in the search's process: forked, it starts at once
+        pid = start_in_fork(*arguments, cwd=ROOT, stderr=output)
+    else:
+        with output.open("w") as file:
+            command = [sys.executable, "src/train.py", *arguments]
+            pid = subprocess.Popen(command, cwd=ROOT, stderr=file, start_new_session=True).pid
     try:
         wait_for("train/multiruns/*/1/checkpoints/last.ckpt", tmp_path)  # trial 1 under way
     finally:
-        first.send_signal(getattr(signal, how))
-        _, stderr = first.communicate(timeout=60)
-    assert first.returncode == {"SIGTERM": 143, "SIGKILL": -9}[how]
+        os.kill(pid, getattr(signal, how))
+        returncode = wait_for_exit(pid, timeout=60)
+    assert returncode == {"SIGTERM": 143, "SIGKILL": -9}[how]
     if how == "SIGTERM":
-        assert "The search stopped; the trials it finished (1) are kept in" in stderr.decode()
-        assert stderr.decode().count("Go on with:") == 1
+        stderr = output.read_text()
+        assert "The search stopped; the trials it finished (1) are kept in" in stderr
+        assert stderr.count("Go on with:") == 1
     else:
         time.sleep(2.5)  # no heartbeat for longer than its grace period (2 intervals)
     assert states(study(storage, "lenet_optuna"))[0] == "COMPLETE"
 
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    second = run_in_process(*arguments, cwd=ROOT)
 
     assert second.returncode == 0, second.stderr
     trials = study(storage, "lenet_optuna")

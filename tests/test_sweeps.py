@@ -25,7 +25,7 @@ from src.harness.summary import summarize
 from src.harness.sweep_jobs import read_job
 from src.harness.sweeps import ERROR_FILE, TRIAL_ENV, sweep_job
 from src.train import train
-from tests.conftest import QUIET, ROOT, compose_config, run_in_process, start_in_fork, wait_for
+from tests.conftest import QUIET, ROOT, compose_config, run_in_process, start_in_fork, wait_for_exit
 
 # One short epoch, not fast_dev_run: the jobs keep checkpoints, as real ones do (and a job
 # run again resumes from its own).
@@ -129,7 +129,7 @@ def test_a_stopped_sweep_prints_once_the_command_that_goes_on_with_it(tmp_path, 
             os.killpg(pid, signum)
         else:  # kill PID: the sweep's main process only
             os.kill(pid, signum)
-        returncode = wait_for(pid, timeout=120)
+        returncode = wait_for_exit(pid, timeout=120)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
