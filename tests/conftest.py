@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import importlib
 import io
@@ -23,6 +24,8 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -39,6 +42,47 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # OMP_NUM_THREADS sets (num_threads=null), and so do the CLI tests' subprocesses.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+def keep_composed_project_configs() -> None:
+    """Hydra reads and merges the ~40 YAML files of a config each time it composes one: 0.15
+    s, a third of a tiny test, which the suite pays some 600 times. The project's own
+    configs/ never change while the tests run, so the files read and merged from it are
+    kept and copied; configs copied elsewhere (a test's fork) are read as usual. Private
+    names of hydra-core, checked with 1.3.8: FileConfigSource.load_config and
+    ConfigLoaderImpl._compose_config_from_defaults_list."""
+    project = str(CONFIG_DIR)
+    read, merged = FileConfigSource.load_config, ConfigLoaderImpl._compose_config_from_defaults_list
+    files: dict[str, Any] = {}
+    configs: dict[tuple, Any] = {}
+
+    def read_once(source: FileConfigSource, config_path: str) -> Any:
+        if source.path != project:
+            return read(source, config_path)
+        if config_path not in files:
+            files[config_path] = read(source, config_path)
+        return copy.deepcopy(files[config_path])
+
+    def merge_once(loader: ConfigLoaderImpl, defaults: list, repo: Any) -> Any:
+        folders = {source.path for source in repo.get_sources() if source.scheme() == "file"}
+        if folders != {project}:
+            return merged(loader, defaults, repo)
+        key = tuple((d.config_path, d.package, d.parent, d.is_self, d.primary) for d in defaults)
+        if key not in configs:
+            configs[key] = merged(loader, defaults, repo)
+        return copy.deepcopy(configs[key])
+
+    FileConfigSource.load_config = read_once
+    ConfigLoaderImpl._compose_config_from_defaults_list = merge_once
+
+
+keep_composed_project_configs()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: a worker per core, at most 4; each worker holds torch and Lightning
+    (over 1 GB), and the suite's longest tests set a floor that more workers cannot lower."""
+    return min(4, len(os.sched_getaffinity(0)))
 
 
 def run_script(*args: str, cwd: Path, script: str = "train") -> subprocess.CompletedProcess:

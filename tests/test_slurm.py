@@ -30,6 +30,9 @@ from src.models.module import SupervisedModule
 from src.train import train
 from tests.conftest import QUIET, ROOT, compose_config, run_in_process
 
+# One cluster for all: under pytest-xdist these tests run on one worker, one after another.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 # Each job takes one of the node's cores; the local cluster's node has at least two.
 PER_JOB = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 SMALL = ["data.num_samples=600", "optimizer=sgd", "optimizer.lr=0.05"]
