@@ -360,8 +360,9 @@ class InMemoryDataModule(L.LightningDataModule):
 
         ``src/predict.py`` reads it back, so predicting needs neither the data nor this
         class. Feature rows name their columns (``feature_names``, ``x0``, ``x1``, ... unless
-        ``load`` set them); ``label_names``, where ``load`` sets them, name a multi-label
-        task's columns; image modules add ``pixel_max``, the value a white pixel has in ``load``.
+        ``load`` set them); ``label_names``, where ``load`` sets them, name the outputs (a
+        multi-label task's labels, an image folder's classes) in predict.py's columns; image
+        modules add ``pixel_max``, the value a white pixel has in ``load``.
         """
         state = {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
         if getattr(self, "label_names", None):
