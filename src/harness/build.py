@@ -93,12 +93,12 @@ def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
     records with ``save_hyperparameters`` must rebuild it from a checkpoint: plain values."""
     cls_path = cfg.model.get("_target_")
     cls = problems.attempt("model", lambda: spec_class({"_target_": cls_path}, "module")[0])
-    if counts_outputs(cfg):
-        raise CannotBuild  # the data module could not count them: build_data said why
     configs = Path(cfg.paths.root_dir) / "configs"
     paired = paired_class(cfg.model)
     unpaired = pair_problems(paired, cfg.data.task, list(cfg.data.input_shape), configs)
     problems.add(*unpaired)
+    if counts_outputs(cfg):
+        raise CannotBuild  # the data module could not count them: build_data said why
     arguments = module_arguments(cfg, keyword_parameters(cls) or {})
 
     def check(name: str) -> None:
