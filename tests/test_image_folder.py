@@ -106,6 +106,13 @@ def test_in_memory_chooses_the_path(make_cfg, image_folder, overrides, served):
     assert all(type(split) is served for split in module.datasets.values())
 
 
+def test_data_read_whole_cannot_stay_on_disk(make_cfg):
+    with pytest.raises(
+        ConfigError, match=r"data: in_memory=False cannot hold for DigitsDataModule"
+    ):
+        train(make_cfg("data=digits", "data.in_memory=false"))
+
+
 def test_training_transforms_cannot_be_forced_into_memory(make_cfg, image_folder):
     cfg = make_cfg("data=image_folder", f"data.root={image_folder}", FLIP, "data.in_memory=true")
     with pytest.raises(ConfigError, match="data: data.train_transforms run on each example"):

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data.base import InMemoryDataModule
 from src.harness.errors import ConfigError
+from src.tasks import Task
 
 MEMINFO = Path("/proc/meminfo")
 BYTES_PER_VALUE = 4  # float32, as the in-memory path holds the inputs
@@ -65,7 +66,9 @@ class Normalized(Transformed):
     """Examples standardized with the training split's statistics, targets in the task's
     dtype: what a batch of the in-memory path holds, one example at a time."""
 
-    def __init__(self, dataset: Dataset, transform: Any, mean: Tensor, std: Tensor, task) -> None:
+    def __init__(
+        self, dataset: Dataset, transform: Callable | None, mean: Tensor, std: Tensor, task: Task
+    ) -> None:
         super().__init__(dataset, transform)
         self.mean, self.std, self.task = mean, std, task
 
