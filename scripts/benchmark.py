@@ -635,7 +635,10 @@ def measure_images(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ):
         started = time.perf_counter()
         rates = loop_epochs(make(), epochs, 0, started)
-        result[name] = {"first_epoch_per_s": rates[0], "later_epoch_per_s": statistics.median(rates[1:])}
+        result[name] = {
+            "first_epoch_per_s": rates[0],
+            "later_epoch_per_s": statistics.median(rates[1:]),
+        }
         print(
             f"image folder, LeNet, batch 64, {name}: first epoch {rates[0]:,.0f}/s, "
             f"later {statistics.median(rates[1:]):,.0f}/s",
