@@ -21,7 +21,14 @@ from src.harness.errors import ConfigError
 from src.harness.raw_inputs import preprocessing_state
 from src.predict import predict
 from src.train import train
-from tests.conftest import QUIET, SHAPES, compose_config, run_script, write_image_folder
+from tests.conftest import (
+    QUIET,
+    SHAPES,
+    TINY_TRAINING,
+    compose_config,
+    run_script,
+    write_image_folder,
+)
 from tests.test_bad_input import run_expecting_exit
 
 FLIP = "data.train_transforms=[{_target_:torchvision.transforms.v2.RandomHorizontalFlip}]"
@@ -57,6 +64,23 @@ def test_train_eval_and_predict_through_the_cli_with_class_names(image_folder, t
     assert len(rows) == 20 and set(rows[0]) == {"input", "class", *(f"prob_{s}" for s in SHAPES)}
     assert {row["class"] for row in rows} <= set(SHAPES)
     assert sum(row["class"] == "cross" for row in rows) > 10
+
+
+def test_both_paths_save_the_same_statistics_and_eval_reads_the_per_sample_one(
+    image_folder, tmp_path
+):
+    states = {}
+    for path in ("true", "false"):
+        run = tmp_path / path
+        overrides = ["model=lenet", "data=image_folder", f"data.root={image_folder}"]
+        trained = train(compose_config([*TINY_TRAINING, *overrides, f"data.in_memory={path}"], run))
+        ckpt = run / "checkpoints" / "best.ckpt"
+        states[path] = preprocessing_state(torch.load(ckpt, weights_only=True))
+    evaluated = evaluate(compose_config([*QUIET, f"ckpt_path={ckpt}"], tmp_path / "eval", "eval"))
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"])
+    torch.testing.assert_close(states["false"]["mean"], states["true"]["mean"])
+    torch.testing.assert_close(states["false"]["std"], states["true"]["std"])
+    assert states["false"]["label_names"] == states["true"]["label_names"] == list(SHAPES)
 
 
 def write_bad(root: Path, case: str) -> tuple[list[str], str]:
