@@ -14,7 +14,10 @@ validation: validation, checkpointing and the end-of-epoch logging are left out,
 the plain loop does none of them. It also compares the data pipeline with the
 per-sample torchvision one of lightning-hydra-template, times the start-up of
 ``python src/train.py trainer.fast_dev_run=true`` against a bare ``import torch, lightning``,
-and shows how an epoch and the peak memory grow with the data set size.
+and shows how an epoch and the peak memory grow with the data set size. The ``images``
+section trains LeNet on a folder of MNIST-format PNGs (``data=image_folder``) in memory and
+per sample, against a plain ``torchvision.datasets.ImageFolder`` + ``DataLoader`` loop,
+and measures the per-sample path's peak memory at 1x and 4x the images.
 
 Figures are medians, but a shared machine is noisy: compare ratios, not single numbers.
 """
@@ -542,6 +545,138 @@ def measure_scaling(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def write_digit_folder(root: Path, count: int) -> str:
+    """``count`` MNIST-format PNGs in class folders ``root/<digit>/``; say what they hold."""
+    from PIL import Image
+
+    real = SHARED_DATA / "MNIST" / "raw"
+    if (real / "t10k-images-idx3-ubyte.gz").is_file():
+        images = read_idx_array(real / "t10k-images-idx3-ubyte.gz")
+        labels = read_idx_array(real / "t10k-labels-idx1-ubyte.gz")
+        source = f"the real MNIST test digits repeated to {count:,} PNGs"
+    else:
+        rng = np.random.default_rng(0)
+        labels = rng.integers(0, 10, size=10_000)
+        images = rng.integers(0, 256, size=(10_000, 28, 28)).astype(np.uint8)
+        source = f"{count:,} generated random 28x28 PNGs"
+    for digit in range(10):
+        (root / str(digit)).mkdir(parents=True)
+    for n in range(count):
+        Image.fromarray(images[n % len(labels)]).save(
+            root / str(labels[n % len(labels)]) / f"{n}.png"
+        )
+    return source
+
+
+def loop_epochs(loader: Any, epochs: int, seed: int, started: float) -> list[float]:
+    """Samples/s of each of ``epochs`` LeNet epochs over ``loader``; the first counts from
+    ``started`` (the data's setup, its decoding included)."""
+    from src.models.nets import LeNet5
+
+    torch.manual_seed(seed)
+    net = LeNet5([1, 28, 28], 10)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rates = []
+    for _ in range(epochs):
+        seen = 0
+        for x, y in loader:
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+        rates.append(seen / (time.perf_counter() - started))
+        started = time.perf_counter()
+    return rates
+
+
+def folder_loader(root: Path, in_memory: bool, workers: int) -> Any:
+    """The project's training loader of ``data=image_folder`` (set up: decoded, or its
+    statistics taken), as ``python src/train.py`` builds it."""
+    cfg = compose_train_config(
+        [
+            "model=lenet",
+            "data=image_folder",
+            f"data.root={root}",
+            f"data.in_memory={str(in_memory).lower()}",
+            f"data.num_workers={workers}",
+        ]
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    return datamodule.train_dataloader()
+
+
+def measure_images(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """First and later epochs, samples/s: the in-memory and per-sample paths of
+    ``data=image_folder`` against ImageFolder + DataLoader(num_workers=2), same LeNet, the
+    same resize and normalization; then the per-sample path's peak memory at 1x and 4x."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    root = work / "images"
+    source = write_digit_folder(root, args.image_count)
+    epochs, result = args.epochs + 1, {"data_source": source, "batch_size": 64}
+    plain = datasets.ImageFolder(
+        str(root),
+        transform=transforms.Compose(
+            [
+                transforms.Grayscale(),
+                transforms.Resize(28),
+                transforms.ToTensor(),
+                transforms.Normalize((0.1307,), (0.3081,)),
+            ]
+        ),
+    )
+    for name, make in (
+        ("plain", lambda: DataLoader(plain, batch_size=64, shuffle=True, num_workers=2)),
+        ("in_memory", lambda: folder_loader(root, True, 2)),
+        ("per_sample", lambda: folder_loader(root, False, 2)),
+    ):
+        started = time.perf_counter()
+        rates = loop_epochs(make(), epochs, 0, started)
+        result[name] = {
+            "first_epoch_per_s": rates[0],
+            "later_epoch_per_s": statistics.median(rates[1:]),
+        }
+        print(
+            f"image folder, LeNet, batch 64, {name}: first epoch {rates[0]:,.0f}/s, "
+            f"later {statistics.median(rates[1:]):,.0f}/s",
+            flush=True,
+        )
+    later = {
+        name: result[name]["later_epoch_per_s"] for name in ("plain", "in_memory", "per_sample")
+    }
+    result["in_memory_speedup"] = later["in_memory"] / later["plain"]
+    result["per_sample_speedup"] = later["per_sample"] / later["plain"]
+    result["memory"] = [images_memory(args, root.parent / f"x{k}", k) for k in (1, 4)]
+    return result
+
+
+def images_memory(args: argparse.Namespace, folder: Path, times: int) -> dict[str, Any]:
+    """Peak resident memory of one per-sample epoch on ``times`` x the images, in a fresh
+    process (``--images-child``): its own peak and its largest worker's."""
+    write_digit_folder(folder, args.image_count * times)
+    command = [sys.executable, __file__, f"--images-child={folder}"]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    row = {"images": args.image_count * times, **json.loads(result.stdout.strip().splitlines()[-1])}
+    shutil.rmtree(folder, ignore_errors=True)
+    print(
+        f"image folder, per sample, {row['images']:,} images: peak RSS {row['peak_rss_mb']:.0f} MB"
+        f" (largest worker {row['worker_peak_rss_mb']:.0f} MB)",
+        flush=True,
+    )
+    return row
+
+
+def images_child(folder: Path) -> None:
+    """One per-sample epoch of the image folder at ``folder``; its peak memory as JSON."""
+    reset_peak_memory()
+    loop_epochs(folder_loader(folder, False, 2), 1, 0, time.perf_counter())
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"peak_rss_mb": memory_mb("VmHWM"), "worker_peak_rss_mb": workers}))
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Project / plain loop, wall time (CPU time), for K=1 and the chosen steps_per_call K."""
     lines = [
@@ -564,7 +699,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("pairs", "peer", "startup", "scaling")
+SECTIONS = ("pairs", "peer", "startup", "scaling", "images")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -596,6 +731,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scaling-batch-size", type=int, default=64)
     parser.add_argument("--scaling-epochs", type=int, default=1, help="timed, after the warm-up")
     parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--image-count", type=int, default=60_000, help="PNGs in the folder")
+    parser.add_argument("--images-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(
@@ -607,6 +744,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.synthetic_samples, args.mnist_images = 2_000, 2_000
         args.housing_rows = args.housing_rows or 2_000
         args.scaling_sizes = [1_000, 10_000]
+        args.image_count = 1_000
     return args
 
 
@@ -624,6 +762,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )  # which train() keeps (src/harness/speed.py)
     if args.scaling_child:
         scaling_child(args)
+        return {}
+    if args.images_child:
+        images_child(args.images_child)
         return {}
     results: dict[str, Any] = {
         "machine": {
@@ -650,6 +791,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results["startup"] = measure_startup(args, work)
         if "scaling" in args.only:
             results["scaling"] = measure_scaling(args)
+        if "images" in args.only:
+            results["images"] = measure_images(args, work)
     finally:
         GlobalHydra.instance().clear()
         shutil.rmtree(work, ignore_errors=True)

@@ -85,9 +85,12 @@ class Classification(Task):
         return predictions.argmax(dim=1)
 
     def table(self, predictions: Tensor, labels: list[str] | None) -> tuple[list[str], list[Row]]:
-        columns = ["class", *(f"prob_{k}" for k in range(predictions.shape[1]))]
+        """The class (its name where the data names its classes) and each one's probability."""
+        names = labels or list(range(predictions.shape[1]))
         rows = zip(self.decide(predictions).tolist(), predictions.tolist(), strict=True)
-        return columns, [[decision, *row] for decision, row in rows]
+        return ["class", *(f"prob_{name}" for name in names)], [
+            [names[decision], *row] for decision, row in rows
+        ]
 
     def least_examples(self, num_outputs: int) -> int:
         return num_outputs  # one per class

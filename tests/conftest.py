@@ -260,6 +260,33 @@ def tiny_idx_root(tmp_path: Path) -> Path:
     return tmp_path / "idx"
 
 
+SHAPES = ("bar", "column", "cross")  # an image folder's classes, as folder names
+
+
+def write_image_folder(root: Path, per_class: int = 20, size: int = 28) -> Path:
+    """``root/<shape>/<n>.png``: grey images of a bright bar, column or cross at a random
+    place on dark noise; easy to tell apart, so a tiny training learns them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for target, shape in enumerate(SHAPES):
+        (root / shape).mkdir(parents=True)
+        for n in range(per_class):
+            pixels = rng.integers(0, 60, size=(size, size))
+            row, col = rng.integers(4, size - 4, size=2)
+            if target in (0, 2):
+                pixels[row - 1 : row + 2, 3:-3] = 255
+            if target in (1, 2):
+                pixels[3:-3, col - 1 : col + 2] = 255
+            Image.fromarray(pixels.astype(np.uint8)).save(root / shape / f"{n}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return write_image_folder(tmp_path / "images")
+
+
 HOUSING_HEADER = (
     "MedInc,HouseAge,AveRooms,AveBedrms,Population,AveOccup,Latitude,Longitude,MedHouseVal"
 )

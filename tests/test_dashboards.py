@@ -149,7 +149,7 @@ def test_confusion_matrix_reads_at_card_size_for_10_and_100_classes(num_classes:
     callback, targets = ConfusionMatrix(), torch.arange(1000) % num_classes
     callback.collect(targets, targets, torch.eye(num_classes)[targets], 0)
     callback.collected_epoch = 3
-    (figure,) = drawn(callback, SimpleNamespace(is_global_zero=True))
+    (figure,) = drawn(callback, SimpleNamespace(is_global_zero=True, datamodule=None))
     axes = figure.axes[0]
     assert figure.get_suptitle() == "mlp-cifar lr=0.01\nvalidation, epoch 3: accuracy 1.000"
     ticks = [label.get_text() for label in axes.get_xticklabels()]
@@ -157,6 +157,16 @@ def test_confusion_matrix_reads_at_card_size_for_10_and_100_classes(num_classes:
     assert all(label.get_rotation() == 0 for label in axes.get_xticklabels())
     assert len(axes.texts) == (num_classes**2 if num_classes == 10 else 0)  # % in each cell
     assert figure.get_size_inches()[1] * figure.dpi == CARD_PIXELS
+
+
+def test_confusion_matrix_names_the_classes_an_image_folder_names() -> None:
+    callback, targets = ConfusionMatrix(), torch.arange(30) % 3
+    callback.collect(targets, targets, torch.eye(3)[targets], 0)
+    callback.collected_epoch = 0
+    folder = SimpleNamespace(label_names=["bar", "column", "cross"])
+    (figure,) = drawn(callback, SimpleNamespace(is_global_zero=True, datamodule=folder))
+    for labels in (figure.axes[0].get_xticklabels(), figure.axes[0].get_yticklabels()):
+        assert [label.get_text() for label in labels] == ["bar", "column", "cross"]
 
 
 def test_regression_plots_name_the_target_and_its_units() -> None:

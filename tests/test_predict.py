@@ -169,7 +169,7 @@ NON_FINITE = np.array([0, np.nan, 0, -np.inf, 0, np.inf, 0, 0])[:, None, None] *
     ("make_input", "message"),
     [
         (lambda tmp: tmp / "missing", "does not exist"),
-        (lambda tmp: tmp, "holds no .png files"),
+        (lambda tmp: tmp, r"holds no image files \(.jpg, .jpeg, .png"),
         (lambda tmp: tmp / "a.csv", "neither a folder nor an .npy file"),
         (lambda tmp: npy(tmp / "x.npy", NON_FINITE), r"in images 1, 3, 5 \(counted from 0"),
         (lambda tmp: npy(tmp / "x.npy", np.ones((2, 8, 8), complex)), "holds complex128 values"),
@@ -180,7 +180,7 @@ NON_FINITE = np.array([0, np.nan, 0, -np.inf, 0, np.inf, 0, 0])[:, None, None] *
             lambda tmp: npy(tmp / "x.npy", np.full((2, 8, 8), 65535, np.uint16)),
             "pixel values from 65535 to 65535",
         ),
-        (lambda tmp: not_a_png(tmp / "pngs"), "a.png is not a readable PNG image"),
+        (lambda tmp: not_a_png(tmp / "pngs"), "a.png is not a readable image"),
         (
             lambda tmp: npy(tmp / "x.npy", np.zeros((0, 28, 28))),
             r"has shape \(0, 28, 28\): it holds nothing to predict",

@@ -26,7 +26,7 @@ from src.predict import predict
 from src.tasks import TASKS
 from src.train import train
 from tests.conftest import QUIET, ROOT, SHARED_DATA, compose_config
-from tests.test_template import CONTINUATION
+from tests.test_template import CONTINUATIONS
 
 ENTRY_POINTS = {
     "src/train.py": "train",
@@ -53,7 +53,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 def documented_text() -> str:
     """README and docs/ pages; "Add your own" and its continuation run in a fork instead
     (test_template.py)."""
-    text = "\n".join(path.read_text() for path in DOCUMENTS if path != CONTINUATION)
+    text = "\n".join(path.read_text() for path in DOCUMENTS if path not in CONTINUATIONS)
     return re.sub(r"## Add your own .*?(?=\n## )", "", text, flags=re.S)
 
 

@@ -1,5 +1,6 @@
 """Forking the template as the README's "Add your own model or data set" says, and
-docs/own-module.md, which continues it with LightningModules of one's own.
+docs/own-module.md and docs/own-data.md, which continue it with LightningModules and
+per-sample data sets of one's own.
 
 The section's files are written into a copy of the project, with no other edit: the pair
 tests there must find and train the new net and data sets (and refuse what they do not
@@ -25,7 +26,8 @@ import torch
 from tests.conftest import ROOT
 
 SECTION = "## Add your own model or data set"
-CONTINUATION = ROOT / "docs" / "own-module.md"  # the section goes on there
+# the section goes on there
+CONTINUATIONS = (ROOT / "docs" / "own-module.md", ROOT / "docs" / "own-data.md")
 # What each of the section's commands must reach: chance accuracy is 0.1, 1/3 and 1/2; on
 # topics, turning every label on scores an F1 of 0.55 and a logistic regression 0.71.
 LEARNS = {
@@ -35,13 +37,15 @@ LEARNS = {
     "data=topics": ("test/f1", 0.68),
     "model=smoothed": ("test/acc", 0.85),
     "model=adversarial": ("test/acc", 0.8),
+    "data=rings": ("test/acc", 0.9),
 }
 
 
 def section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index(SECTION)
-    return text[start : text.index("\n## ", start + len(SECTION))] + CONTINUATION.read_text()
+    pages = "".join(page.read_text() for page in CONTINUATIONS)
+    return text[start : text.index("\n## ", start + len(SECTION))] + pages
 
 
 def section_files() -> dict[str, str]:
@@ -98,6 +102,8 @@ def test_the_section_adds_a_net_data_modules_and_a_loader_config():
         "configs/model/smoothed.yaml",
         "src/models/adversarial.py",
         "configs/model/adversarial.yaml",
+        "src/data/rings.py",
+        "configs/data/rings.yaml",
     }
     assert {next(key for key in LEARNS if key in c) for c in section_commands()} == set(LEARNS)
 
@@ -113,6 +119,7 @@ def test_the_pair_tests_find_the_new_net_and_data_sets(fork):
     assert {f"cnn-{data}" for data in images} | {"mlp-wine", "mlp-moons", "mlp-topics"} <= trained
     assert {"cnn-wine", "cnn-moons", "cnn-california", "lenet-wine", "linreg-moons"} <= refused
     assert {"cnn-topics", "linreg-topics"} <= refused
+    assert "mlp-rings" in trained and {"cnn-rings", "lenet-rings"} <= refused
     own = [f"{module}-{data}" for module in ("smoothed", "adversarial") for data in images]
     assert {*own, "smoothed-wine", "adversarial-moons"} <= trained
     assert {"smoothed-california", "adversarial-synthetic_regression"} <= refused

@@ -16,7 +16,7 @@ from src.harness.best_score import BestScore
 from src.harness.errors import ConfigError
 from src.harness.validation import paired_class, supported
 from src.train import train
-from tests.conftest import CONFIG_DIR, ROOT, compose_config
+from tests.conftest import CONFIG_DIR, ROOT, compose_config, write_image_folder
 
 IMAGE_SETS = ["mnist", "fashion_mnist", "kmnist"]
 
@@ -27,6 +27,11 @@ def data_overrides(data: str, idx_root: Path, housing_csv: Path) -> list[str]:
         return [f"data={data}", f"data.data_dir={idx_root}", "data.download=false"]
     if data == "california":
         return ["data=california", f"data.csv_path={housing_csv}"]
+    if data == "image_folder":
+        images = idx_root.parent / "image_folder"
+        if not images.exists():
+            write_image_folder(images)
+        return ["data=image_folder", f"data.root={images}"]
     return [f"data={data}"]
 
 

@@ -64,8 +64,10 @@ class ConfusionMatrix(ValidationPictures):
             text_kw=CELL_TEXT,
         )
         ticks = range(0, len(counts), 1 if few else len(counts) // 5)
-        axes.set_xticks(ticks, labels=ticks)
-        axes.set_yticks(ticks, labels=ticks)
+        names = getattr(trainer.datamodule, "label_names", None)  # an image folder's classes
+        labels = [names[tick] for tick in ticks] if names else list(ticks)
+        axes.set_xticks(ticks, labels=labels, rotation=90 if names else 0)
+        axes.set_yticks(ticks, labels=labels)
         axes.set(xlabel="predicted class (% of each true class)", ylabel="true class")
         accuracy = counts.diag().sum() / counts.sum().clamp_min(1)
         title = f"validation, epoch {self.collected_epoch}: accuracy {accuracy:.3f}"

@@ -140,7 +140,7 @@ class InMemoryDataModule(L.LightningDataModule):
         *,
         task: str,
         input_shape: list[int],
-        num_outputs: int,
+        num_outputs: int | None,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         val_fraction: float = 0.1,
@@ -152,10 +152,14 @@ class InMemoryDataModule(L.LightningDataModule):
         device_resident: bool = False,
         augment_shift: int = 0,
         normalize: bool = True,
+        in_memory: bool | Literal["auto"] = "auto",
+        memory_fraction: float = 0.5,
+        num_workers: int = 0,
         monitor: str = "val/loss",
         monitor_mode: Literal["min", "max"] = "min",
     ) -> None:
         super().__init__()
+        reads_whole = type(self).setup is InMemoryDataModule.setup  # load(): no per-sample path
         value_problems(
             task=(task, task in TASKS, f"must be one of {tuple(TASKS)} (src/tasks.py)"),
             batch_size=(batch_size, batch_size > 0, "must be positive"),
@@ -177,6 +181,14 @@ class InMemoryDataModule(L.LightningDataModule):
                 augment_shift >= 0 and (not augment_shift or len(input_shape) == 3),
                 "shifts images [C, H, W] only, by a number of pixels >= 0",
             ),
+            in_memory=(
+                in_memory,
+                not (reads_whole and in_memory is False),
+                f"cannot hold for {type(self).__name__}: it reads its data whole (load); data "
+                "read per sample (image_folder, src/data/samples.py) can stay on disk",
+            ),
+            memory_fraction=(memory_fraction, 0 < memory_fraction <= 1, "must be in (0, 1]"),
+            num_workers=(num_workers, num_workers >= 0, "must be >= 0"),
         )
         self.task = TASKS[task]
         self.input_shape = list(input_shape)
@@ -192,6 +204,8 @@ class InMemoryDataModule(L.LightningDataModule):
         self.device_resident = device_resident
         self.augment_shift = augment_shift
         self.normalize = normalize
+        self.in_memory, self.memory_fraction = in_memory, memory_fraction
+        self.num_workers = num_workers
         # Declared here, read by the configs: the metric that picks best.ckpt.
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.datasets: dict[str, TensorBatches] = {}
@@ -226,25 +240,34 @@ class InMemoryDataModule(L.LightningDataModule):
         if self.datasets:
             return
         inputs, targets, own_test = self.load()
-        train, val, test = split_indices(
-            len(targets),
-            val_fraction=self.val_fraction,
-            test_fraction=0.0 if own_test is not None else self.test_fraction,
+        train, val, test = self.split(len(targets), own_test is not None)
+        test_inputs, test_targets = (
+            own_test if own_test is not None else (inputs[test], targets[test])
+        )
+        parts = {
+            "train": (inputs[train].float(), targets[train]),
+            "val": (inputs[val], targets[val]),
+            "test": (test_inputs, test_targets),
+        }
+        del inputs, test_inputs  # the splits are copies: at most two copies exist at once
+        self.serve_from_memory(parts)
+
+    def split(
+        self, num_examples: int, own_test: bool, own_val: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`split_indices` by this module's fractions, seed and fold; no test (or
+        validation) part where the data ships its own."""
+        return split_indices(
+            num_examples,
+            val_fraction=0.0 if own_val else self.val_fraction,
+            test_fraction=0.0 if own_test else self.test_fraction,
             seed=self.split_seed,
             fold=self.fold,
             num_folds=self.num_folds,
         )
-        test_inputs, test_targets = (
-            own_test if own_test is not None else (inputs[test], targets[test])
-        )
-        train_inputs = inputs[train].float()
-        self.fit_normalization(train_inputs)
-        parts = {
-            "train": (train_inputs, targets[train]),
-            "val": (inputs[val], targets[val]),
-            "test": (test_inputs, test_targets),
-        }
-        sizes = [len(part[1]) for part in parts.values()]
+
+    def check_sizes(self, sizes: list[int]) -> None:
+        """Refuse splits too small to train, validate and test on."""
         least = self.task.least_examples(self.num_outputs)
         if sizes[0] < least or 0 in sizes:
             raise ConfigError(
@@ -253,9 +276,13 @@ class InMemoryDataModule(L.LightningDataModule):
                 "more data (data.num_samples for synthetic data), or change data.val_fraction "
                 "and data.test_fraction."
             )
-        del inputs, test_inputs  # the splits are copies: at most two copies exist at once
+
+    def serve_from_memory(self, parts: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Normalize the decoded splits (statistics of ``train``) into :class:`TensorBatches`,
+        in place: the splits are copies the caller hands over."""
+        self.check_sizes([len(part[1]) for part in parts.values()])
+        self.fit_normalization(parts["train"][0].float())
         self.datasets = {
-            # in place: the splits are copies this method owns
             name: TensorBatches(x.float().sub_(self.mean).div_(self.std), self.task.targets(y))
             for name, (x, y) in parts.items()
         }
@@ -276,10 +303,17 @@ class InMemoryDataModule(L.LightningDataModule):
         return device.type == "cuda" if self.pin_memory is None else self.pin_memory
 
     def make_loader(self, name: str) -> DataLoader:
-        """Training batches shuffled by :class:`EpochShuffle`, evaluation ones in order."""
+        """Training batches shuffled by :class:`EpochShuffle`, evaluation ones in order: from
+        tensors a batch is one indexing, read per sample they are read by ``num_workers``
+        processes (kept from epoch to epoch) and collated."""
         pin_memory = self.place_data()
         dataset = self.datasets[name]
         train = name == "train"
+        if isinstance(dataset, TensorBatches):
+            reading = {"collate_fn": keep_batch}
+        else:
+            workers = self.num_workers
+            reading = {"num_workers": workers, "persistent_workers": workers > 0}
         # torch.initial_seed() is the run's seed once seed_everything has set it.
         return DataLoader(
             dataset,
@@ -287,8 +321,8 @@ class InMemoryDataModule(L.LightningDataModule):
             if train
             else self.evaluation_batch_size(name),
             sampler=EpochShuffle(dataset, torch.initial_seed()) if train else None,
-            collate_fn=keep_batch,
             pin_memory=pin_memory,
+            **reading,
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -326,8 +360,9 @@ class InMemoryDataModule(L.LightningDataModule):
 
         ``src/predict.py`` reads it back, so predicting needs neither the data nor this
         class. Feature rows name their columns (``feature_names``, ``x0``, ``x1``, ... unless
-        ``load`` set them); ``label_names``, where ``load`` sets them, name a multi-label
-        task's columns; image modules add ``pixel_max``, the value a white pixel has in ``load``.
+        ``load`` set them); ``label_names``, where ``load`` sets them, name the outputs (a
+        multi-label task's labels, an image folder's classes) in predict.py's columns; image
+        modules add ``pixel_max``, the value a white pixel has in ``load``.
         """
         state = {"mean": self.mean, "std": self.std, "input_shape": self.input_shape}
         if getattr(self, "label_names", None):

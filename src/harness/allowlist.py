@@ -18,6 +18,7 @@ import lightning as L
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.utils.data import Dataset
 
 from src.harness.errors import ConfigError
 
@@ -29,10 +30,15 @@ SPEC_KINDS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
     "scheduler": ((LRScheduler, ReduceLROnPlateau), ("torch.optim.lr_scheduler.", "src.")),
     "data": ((L.LightningDataModule,), ("src.",)),
     "module": ((L.LightningModule,), ("src.",)),
+    "dataset": ((Dataset,), ("src.",)),
+    "transform": ((nn.Module,), ("torchvision.transforms.v2.", "src.")),
 }
 # The arguments of a module that hold specs (SupervisedModule's): each is admitted as a spec
 # of its own kind; a ``_key_`` anywhere else in a module's arguments is refused.
 SPEC_ARGUMENTS = ("net", "optimizer", "scheduler")
+# Those of a data module (src/data/samples.py): argument -> kind; transforms come in lists.
+DATA_SPECS = {"dataset": "dataset", "test_dataset": "dataset"}
+DATA_SPECS |= {"train_transforms": "transform", "eval_transforms": "transform"}
 
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
@@ -67,13 +73,12 @@ def spec_class(spec: Any, kind: str) -> tuple[type, dict[str, Any]]:
         raise ConfigError(f"{kind} must be a mapping with a _target_ class name, got {spec!r}")
     target = spec["_target_"]
     arguments = {key: value for key, value in spec.items() if key not in ("_target_", "_partial_")}
-    specs = {
-        key: value
-        for key, value in arguments.items()
-        if kind == "module" and key in SPEC_ARGUMENTS and value is not None
-    }
+    nested = {"module": {name: name for name in SPEC_ARGUMENTS}, "data": DATA_SPECS}
+    kinds = nested.get(kind, {})
+    specs = {key: value for key, value in arguments.items() if key in kinds and value}
     for key, value in specs.items():
-        spec_class(value, key)
+        for item in value if isinstance(value, list) else [value]:
+            spec_class(item, kinds[key])
     problem = plain_value_problem({k: v for k, v in arguments.items() if k not in specs}, kind)
     if problem:
         raise ConfigError(problem)

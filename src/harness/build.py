@@ -22,6 +22,7 @@ from src.harness.allowlist import SPEC_ARGUMENTS, spec_class
 from src.harness.best_score import best_score_callbacks
 from src.harness.checkpoints import RecordModuleClass
 from src.harness.cluster import requeue_plugins
+from src.harness.errors import ConfigError
 from src.harness.problems import CannotBuild, Problems
 from src.harness.provenance import plain
 from src.harness.safety import safety_callbacks
@@ -62,9 +63,27 @@ def module_arguments(cfg: DictConfig, parameters: Container[str]) -> dict[str, A
 
 
 def build_data(cfg: DictConfig, problems: Problems) -> L.LightningDataModule:
-    """The data module, not yet holding any data."""
+    """The data module, not yet holding any data. ``data.num_outputs: null`` is what the
+    module counted (an image folder's classes), set in the config for the model to read."""
     defaults = checked_spec(cfg.data, "data", problems)
-    return problems.attempt("data", lambda: instantiate(cfg.data, **defaults))
+    datamodule = problems.attempt("data", lambda: instantiate(cfg.data, **defaults))
+    if counts_outputs(cfg):
+        cfg.data.num_outputs = problems.attempt(
+            "data.num_outputs", lambda: outputs_counted(datamodule)
+        )
+    return datamodule
+
+
+def counts_outputs(cfg: DictConfig) -> bool:
+    """Whether the data config leaves ``num_outputs`` to its module (``null``)."""
+    return "num_outputs" in cfg.data and cfg.data.num_outputs is None
+
+
+def outputs_counted(datamodule: L.LightningDataModule) -> int:
+    counted = getattr(datamodule, "num_outputs", None)
+    if not isinstance(counted, int):
+        raise ConfigError(f"is null, and {type(datamodule).__name__} does not count its outputs")
+    return counted
 
 
 def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
@@ -78,6 +97,8 @@ def build_model(cfg: DictConfig, problems: Problems) -> L.LightningModule:
     paired = paired_class(cfg.model)
     unpaired = pair_problems(paired, cfg.data.task, list(cfg.data.input_shape), configs)
     problems.add(*unpaired)
+    if counts_outputs(cfg):
+        raise CannotBuild  # the data module could not count them: build_data said why
     arguments = module_arguments(cfg, keyword_parameters(cls) or {})
 
     def check(name: str) -> None:

@@ -59,7 +59,8 @@ def model_data_mismatch(hparams: dict[str, Any], data: Any, module_class: str) -
     """Why a checkpoint's model cannot run on ``data`` (a data config), or ``None`` if it can.
 
     Compared: what the module records of the task, the input shape (its own or its net's)
-    and the number of outputs; a module that records none of them is not checked.
+    and the number of outputs; a module that records none of them is not checked, nor what
+    the data config leaves null.
     """
     net = hparams.get("net") or {}
     recorded = {
@@ -68,7 +69,8 @@ def model_data_mismatch(hparams: dict[str, Any], data: Any, module_class: str) -
         "num_outputs": hparams.get("num_outputs"),
     }
     given = {key: plain(data[key]) for key in recorded}
-    if all(value in (None, given[key]) for key, value in recorded.items()):
+    # null in the data config: counted by the data module (an image folder's classes)
+    if all(None in (value, given[key]) or value == given[key] for key, value in recorded.items()):
         return None
     name = net.get("_target_", module_class).rpartition(".")[2]
     return (

@@ -26,7 +26,7 @@ from src.harness.problems import stop_with_error
 
 # The options that are paths; paths.* first, as data.data_dir interpolates paths.data_dir.
 PATH_KEYS = ("paths.root_dir", "paths.data_dir", "paths.log_dir", "data.data_dir")
-PATH_KEYS += ("data.csv_path", "ckpt_path", "input")
+PATH_KEYS += ("data.csv_path", "data.root", "ckpt_path", "input")
 
 LAST = "last"  # ckpt_path=last: the newest last.ckpt
 

@@ -8,7 +8,8 @@ digits' 0..16 values divided by 16). Inputs given here follow one convention:
 
 - feature rows: a CSV whose header names every feature once (and may name the training
   data's target column, which is ignored), each row holding one decimal number per column;
-- images: PNG files (any size, converted to greyscale; 16-bit ones scaled to 0..255) or
+- images: image files, PNG, JPEG... (any size, converted to greyscale, or to RGB for a
+  model of colour images; 16-bit ones scaled to 0..255) or
   an ``.npy`` array of shape ``(N, H, W)`` or ``(N, 1, H, W)``, with pixel values 0..255
   and, as in MNIST, light strokes on a dark background. They are scaled to
   ``0..pixel_max``, resized (bilinear) to the trained size, then normalized.
@@ -72,7 +73,7 @@ def read_inputs(path: Path, state: dict[str, Any]) -> tuple[list[str], Tensor]:
             raise ConfigError(f"input={path} is not a CSV file. {expected_inputs(state)}")
         names, inputs = read_feature_rows(path, state)
     elif path.is_dir():
-        names, images = read_png_folder(path)
+        names, images = read_image_folder(path, shape[0])
         inputs = torch.stack([resize(image, shape) for image in images])
     elif path.suffix.lower() == ".npy":
         names, inputs = read_image_array(path)
@@ -241,31 +242,36 @@ def refuse_non_finite(path: Path, inputs: Tensor, kind: str) -> None:
         )
 
 
-def read_png_folder(folder: Path) -> tuple[list[str], list[Tensor]]:
-    """Greyscale 0..255 images of the folder's ``*.png`` files, in name order."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+def read_image_folder(folder: Path, channels: int) -> tuple[list[str], list[Tensor]]:
+    """0..255 images (``channels`` 1: grey, 3: colour) of the folder's image files (PNG, JPEG,
+    BMP, TIFF, WebP...), in name order."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
     if not paths:
-        raise ConfigError(f"input={folder} holds no .png files.")
+        raise ConfigError(f"input={folder} holds no image files ({', '.join(IMG_EXTENSIONS)}).")
     images = []
     for path in paths:
         if problem := not_a_file(path):
-            raise ConfigError(f"input={path} {problem}: give PNG files only.")
-        images.append(torch.from_numpy(png_pixels(path, f"input={path}")).unsqueeze(0))
+            raise ConfigError(f"input={path} {problem}: give image files only.")
+        pixels = png_pixels(path, f"input={path}", "L" if channels == 1 else "RGB")
+        images.append(torch.from_numpy(pixels).reshape(*pixels.shape[:2], -1).permute(2, 0, 1))
     return [p.name for p in paths], images
 
 
-def png_pixels(source: Path | BinaryIO, name: str) -> np.ndarray:
-    """The greyscale 0..255 pixels of one PNG image (a file, or its bytes from a request)."""
+def png_pixels(source: Path | BinaryIO, name: str, mode: str = "L") -> np.ndarray:
+    """The 0..255 pixels of one image (a file, or its bytes from a request), greyscale
+    (``mode="L"``, ``[H, W]``) or colour (``"RGB"``, ``[H, W, 3]``)."""
     from PIL import Image
 
     try:
         with Image.open(source) as image:
-            if image.mode.startswith("I"):  # 16-bit greyscale: convert("L") would clip it
+            if image.mode.startswith("I") and mode == "L":  # 16-bit: convert("L") would clip
                 pixels = np.asarray(image, dtype=np.float32) * (255 / 65535)
             else:
-                pixels = np.asarray(image.convert("L"), dtype=np.float32)
+                pixels = np.asarray(image.convert(mode), dtype=np.float32)
     except OSError as error:  # not an image, or a truncated one
-        raise ConfigError(f"{name} is not a readable PNG image: {error}.") from error
+        raise ConfigError(f"{name} is not a readable image: {error}.") from error
     except Image.DecompressionBombError as error:  # decoding it could exhaust the memory
         raise ConfigError(
             f"{name} is too large to read safely: {error} Shrink it first (it is "

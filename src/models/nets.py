@@ -73,7 +73,10 @@ class LeNet5(nn.Module):
     sizes reach the 16x5x5 feature map the classic fully connected head expects.
     """
 
-    accepts = "single-channel 28x28 or 32x32 images (data=digits, mnist, fashion_mnist, kmnist)"
+    accepts = (
+        "single-channel 28x28 or 32x32 images (data=digits, mnist, fashion_mnist, kmnist, "
+        "image_folder)"
+    )
 
     def __init__(self, input_shape: list[int], num_outputs: int) -> None:
         super().__init__()
