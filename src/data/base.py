@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from src.harness.errors import ConfigError
+from src.harness.resumable_loader import resumable_loader
 from src.tasks import TASKS
 
 
@@ -276,17 +277,22 @@ class InMemoryDataModule(L.LightningDataModule):
         return device.type == "cuda" if self.pin_memory is None else self.pin_memory
 
     def make_loader(self, name: str) -> DataLoader:
-        """Training batches shuffled by :class:`EpochShuffle`, evaluation ones in order."""
+        """Training batches shuffled by :class:`EpochShuffle` (resumable mid-epoch), evaluation
+        ones in order."""
         pin_memory = self.place_data()
         dataset = self.datasets[name]
-        train = name == "train"
-        # torch.initial_seed() is the run's seed once seed_everything has set it.
-        return DataLoader(
+        if name != "train":
+            batch_size = self.evaluation_batch_size(name)
+            return DataLoader(dataset, batch_size, collate_fn=keep_batch, pin_memory=pin_memory)
+        # torch.initial_seed() is the run's seed once seed_everything has set it. The loader's
+        # position goes into checkpoints: a run stopped mid-epoch resumes at the next batch.
+        seed = torch.initial_seed()
+        batch_size = self.batch_size * self.steps_per_call
+        return resumable_loader(
             dataset,
-            batch_size=self.batch_size * self.steps_per_call
-            if train
-            else self.evaluation_batch_size(name),
-            sampler=EpochShuffle(dataset, torch.initial_seed()) if train else None,
+            EpochShuffle(dataset, seed),
+            batch_size,
+            seed,
             collate_fn=keep_batch,
             pin_memory=pin_memory,
         )
