@@ -19,6 +19,7 @@ there, and the run resumes from its last checkpoint.
 from __future__ import annotations
 
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -75,7 +76,8 @@ class StopAtBatch(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.pending, self.saved = None, None
-        if trainer.world_size == 1:
+        # signal.signal works in the main thread only (a notebook's or a launcher's thread)
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
             self.previous = {signum: signal.signal(signum, self.hold) for signum in STOP_SIGNALS}
 
     def on_train_batch_end(
