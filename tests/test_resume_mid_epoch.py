@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 
 from src.data.base import EpochShuffle
 from src.eval import evaluate
+from src.harness.errors import ConfigError
 from src.harness.resumable_loader import (
     RestoreLoaderPosition,
     ResumableLoader,
@@ -118,21 +119,47 @@ class FailAt(Callback):
             raise RuntimeError("crash")
 
 
-def test_a_checkpoint_every_n_steps_resumes_exactly(tmp_path):
-    every = [*QUIET, *COMMON, "callbacks.last_checkpoint.every_n_train_steps=4"]
+@pytest.mark.parametrize(
+    ("every", "steps_per_call", "crash", "saved", "served"),
+    [
+        ("every_n_train_steps=4", 1, 5, 4, 4),
+        # groups of 3, 3 and 1 batches: steps 3, 6, 7 end them; 6 is the first past 4
+        ("every_n_train_steps=4", 3, 7, 6, 2),
+        ("every_n_minutes=0", 1, 5, 4, 4),  # after every batch; the crash comes first
+    ],
+)
+def test_a_checkpoint_every_n_steps_or_minutes_resumes_exactly(
+    tmp_path, every, steps_per_call, crash, saved, served
+):
+    every = [*QUIET, *COMMON, f"callbacks.last_checkpoint.{every}"]
+    every += [f"trainer.steps_per_call={steps_per_call}"]
     straight = train(compose_config(every, tmp_path / "straight"))
-    crash = [
-        "+callbacks.crash._target_=tests.test_resume_mid_epoch.FailAt",
-        "+callbacks.crash.step=5",
-    ]
+    crashing = ["+callbacks.crash._target_=tests.test_resume_mid_epoch.FailAt"]
+    crashing += [f"+callbacks.crash.step={crash}"]
     with pytest.raises(RuntimeError, match="crash"):
-        train(compose_config([*every, *crash], tmp_path / "crashed"))
+        train(compose_config([*every, *crashing], tmp_path / "crashed"))
     last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["global_step"]) == (0, 4)
-    assert loader_states(checkpoint) == [{"epoch": 0, "batches": 4}]
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (0, saved)
+    assert loader_states(checkpoint) == [{"epoch": 0, "batches": served}]
     resumed = train(compose_config([*every, f"ckpt_path={last}"], tmp_path / "resumed"))
     assert_same_run(straight, resumed, tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_bad_checkpoint_intervals_are_named_before_any_work(make_cfg):
+    cfg = make_cfg(
+        "callbacks.last_checkpoint.every_n_train_steps=0",
+        "+callbacks.model_checkpoint.every_n_minutes=5",
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        train(cfg)
+    assert "callbacks.last_checkpoint: every_n_train_steps=0 must be null or >= 1" in str(
+        excinfo.value
+    )
+    assert "callbacks.model_checkpoint: every_n_train_steps and every_n_minutes rewrite one" in (
+        str(excinfo.value)
+    )
+    assert not Path(cfg.paths.output_dir).exists()
 
 
 def test_a_checkpoint_without_the_new_state_resumes_at_the_epoch_start_and_any_evaluates(

@@ -113,7 +113,11 @@ class RunCheckpoint(ModelCheckpoint):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if (every_n_train_steps or every_n_minutes) and self.monitor is not None:
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ConfigError(f"every_n_train_steps={every_n_train_steps} must be null or >= 1")
+        if every_n_minutes is not None and every_n_minutes < 0:
+            raise ConfigError(f"every_n_minutes={every_n_minutes} must be null or >= 0")
+        if (every_n_train_steps or every_n_minutes is not None) and self.monitor is not None:
             raise ConfigError(
                 "every_n_train_steps and every_n_minutes rewrite one file, the latest state: "
                 "give them to the checkpoint callback without a monitor (last_checkpoint)"
