@@ -49,9 +49,20 @@ class ResumableLoader(DataLoader):
         self.restored: dict[str, int] | None = None
         self.seed = self.generator.initial_seed() if self.generator is not None else None
 
+    @property
+    def sampler(self) -> Sampler[int] | None:
+        """The order's sampler (``EpochShuffle``), inside the batch sampler: what Lightning
+        looks at to see a shuffled loader (``overfit_batches`` turns it off, DDP shuffles its
+        share the same way), as for a DataLoader given ``sampler=``."""
+        return getattr(self.batch_sampler, "sampler", None)
+
+    @sampler.setter
+    def sampler(self, unused: Sampler[int]) -> None:
+        """DataLoader sets a default ``SequentialSampler`` that a batch sampler leaves unused."""
+
     def sampler_epoch(self) -> int:
         """The epoch the shuffling sampler is set to (Lightning's ``set_epoch``)."""
-        return int(getattr(getattr(self.batch_sampler, "sampler", None), "epoch", 0))
+        return int(getattr(self.sampler, "epoch", 0))
 
     def __iter__(self) -> Iterator[Any]:
         # A generator: it starts at the first batch asked for, after Lightning's set_epoch.
