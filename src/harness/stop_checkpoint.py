@@ -18,6 +18,7 @@ there, and the run resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# submitit's signal in a SLURM job (a time limit or a preemption notice): its handler requeues
+# the job and ends the process. Held the same way when a handler is installed, then handed to it.
+REQUEUE_SIGNAL = signal.SIGUSR2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,9 @@ def resumable_after(trainer: L.Trainer, batch_idx: int) -> bool:
 
 
 class StopAtBatch(Callback):
-    """Hold Ctrl-C and SIGTERM during training until a batch that resumes exactly; save it
-    into ``last.ckpt`` and stop. ``saved`` says where, for the stop's report."""
+    """Hold Ctrl-C and SIGTERM (and submitit's SIGUSR2) during training until a batch that
+    resumes exactly; save it into ``last.ckpt`` and stop. ``saved`` says where, for the
+    stop's report."""
 
     def __init__(self) -> None:
         self.pending: signal.Signals | None = None
@@ -72,13 +79,15 @@ class StopAtBatch(Callback):
     def hold(self, signum: int, frame: FrameType | None) -> None:
         if self.pending == signal.SIGINT == signum:
             raise KeyboardInterrupt  # a second Ctrl-C: at once, as without this callback
-        self.pending = signal.Signals(signum)
+        self.pending = self.pending or signal.Signals(signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.pending, self.saved = None, None
         # signal.signal works in the main thread only (a notebook's or a launcher's thread)
         if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
-            self.previous = {signum: signal.signal(signum, self.hold) for signum in STOP_SIGNALS}
+            requeue = [REQUEUE_SIGNAL] if callable(signal.getsignal(REQUEUE_SIGNAL)) else []
+            held = (*STOP_SIGNALS, *requeue)
+            self.previous = {signum: signal.signal(signum, self.hold) for signum in held}
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
@@ -108,7 +117,15 @@ class StopAtBatch(Callback):
 
     def stop(self) -> None:
         signum, self.pending = self.pending, None
+        handler = self.previous.get(signum)
         self.release()
+        if signum == REQUEUE_SIGNAL and callable(handler):
+            if saved := self.saved:  # no report follows: submitit ends the process
+                log.warning(
+                    "SIGUSR2: training stopped after batch %d of epoch %d (step %d), saved in %s",
+                    *(saved.batches, saved.epoch, saved.step, saved.path),
+                )
+            handler(signum, None)  # submitit's: requeues the job and ends this process
         raise KeyboardInterrupt if signum == signal.SIGINT else SIGTERMException
 
     def release(self) -> None:
