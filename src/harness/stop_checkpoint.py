@@ -6,7 +6,9 @@ neither saves anything. While it trains on one process, :class:`StopAtBatch` hol
 signals until the batch ends, writes ``last.ckpt`` there (atomically, as every checkpoint:
 ``AtomicCheckpointIO``) with the loader's position, the random generators and the
 metrics' sums, and then stops as Lightning would (``KeyboardInterrupt`` or
-``SIGTERMException``), so ``interrupts.py`` reports it and exits 130 or 143.
+``SIGTERMException``), so ``interrupts.py`` reports it and exits 130 or 143. In a submitit
+job (SLURM), its SIGUSR2 is held and saved the same way, then handed to submitit's handler,
+which requeues the job and ends the process.
 
 A batch after which a validation is due (the epoch's last one, or ``val_check_interval``'s)
 is not one to stop at: Lightning resumes from there without that validation. The stop
