@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -133,6 +134,9 @@ def test_preempted_submitit_job_is_requeued_and_resumes_from_its_last_checkpoint
             sweep.wait()
     assert sweep.returncode == 0, (tmp_path / "output").read_text()[-3000:]
     (job,) = tmp_path.glob("train/multiruns/*/0")
-    assert "left by an earlier attempt of this job" in (job / "train.log").read_text()
+    log = (job / "train.log").read_text()
+    assert "left by an earlier attempt of this job" in log
+    # Held to the end of the batch it came in, saved there; the requeued job went on from it.
+    assert re.search(r"SIGUSR2: training stopped after batch \d+ of epoch \d+ \(step \d+\)", log)
     assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert "test/acc" in json.loads((job / "metrics.json").read_text())

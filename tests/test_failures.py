@@ -269,10 +269,14 @@ def test_ctrl_c_while_a_checkpoint_is_written_completes_it_then_stops(
     with pytest.raises(SystemExit) as excinfo:
         run_reporting_errors(train, cfg)
     assert excinfo.value.code == 130
-    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    assert torch.load(best, weights_only=True)["epoch"] == 0  # written whole, then stopped
+    # Written whole; the stop then waits for the end of the epoch's checkpoints (last.ckpt
+    # too) and comes as the next epoch starts.
+    best, last = (tmp_path / "run" / "checkpoints" / name for name in ("best.ckpt", "last.ckpt"))
+    assert torch.load(best, weights_only=True)["epoch"] == 0
+    assert torch.load(last, weights_only=True)["epoch"] == 0
     stderr = capsys.readouterr().err
-    assert f"{best} holds the end of epoch 0, the last complete one. Resume with:" in stderr
+    assert "Training stopped by SIGINT at step 3. " in stderr
+    assert f"{last} holds the end of epoch 0, the last complete one. Resume with:" in stderr
     assert not list((tmp_path / "run").rglob("*.tmp"))
 
 

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from src.harness.checkpoints import trained_checkpoint as checkpoint_to_load
 from src.harness.errors import ConfigError, TrainingDiverged
 from src.harness.interrupts import resume_command
+from src.harness.resumable_loader import loader_states
 from src.harness.run_checkpoint import AtomicCheckpointIO
 from src.harness.safety import DivergenceGuard
 from src.train import train
@@ -146,7 +147,7 @@ class SignalAt(Callback):
 
 
 @pytest.mark.parametrize(("signal_name", "exit_code"), [("SIGINT", 130), ("SIGTERM", 143)])
-def test_signal_mid_epoch_exits_non_zero_and_resumes_from_the_last_complete_epoch(
+def test_signal_mid_epoch_exits_non_zero_with_that_batch_saved_and_named(
     make_cfg, signal_name, exit_code, capsys
 ):
     # 600 samples, batch 64: 7 steps per epoch; step 10 is in the middle of epoch 1.
@@ -167,10 +168,12 @@ def test_signal_mid_epoch_exits_non_zero_and_resumes_from_the_last_complete_epoc
     assert after not in (sigint_handler, signal.SIG_IGN)  # a second Ctrl-C exits at once
     run = Path(cfg.paths.output_dir)
     stderr = capsys.readouterr().err
-    assert f"Training stopped by {signal_name} at step 10" in stderr
-    assert "The 3 batches of epoch 1 are not in it" in stderr
+    assert f"Training stopped by {signal_name} at step 10, after batch 3 of epoch 1." in stderr
+    assert "the resumed run goes on at batch 4" in stderr
     assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in stderr
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 10)
+    assert not list(run.rglob("*.tmp"))
     assert not (run / "metrics.json").exists()
 
 
@@ -302,7 +305,7 @@ def test_every_bad_value_users_often_change_is_listed_in_one_message(make_cfg):
     assert not Path(cfg.paths.output_dir).exists()
 
 
-def test_several_steps_per_call_stop_at_the_end_of_a_group_and_resume_exactly(
+def test_several_steps_per_call_stop_at_the_end_of_a_group_and_resume_at_the_next_exactly(
     make_cfg, tmp_path, capsys, monkeypatch
 ):
     # 7 batches an epoch in groups of 3, 3 and 1: step 10 ends the first group of epoch 1.
@@ -321,9 +324,12 @@ def test_several_steps_per_call_stop_at_the_end_of_a_group_and_resume_exactly(
         train(cfg)
     assert excinfo.value.code == 143
     stderr = capsys.readouterr().err
-    assert "Training stopped by SIGTERM at step 10" in stderr
-    assert "The 3 batches of epoch 1 are not in it" in stderr
+    assert "Training stopped by SIGTERM at step 10, after batch 3 of epoch 1." in stderr
+    assert "the resumed run goes on at batch 4" in stderr
+    stopped = torch.load(Path(cfg.paths.output_dir, "checkpoints", "last.ckpt"), weights_only=True)
+    assert loader_states(stopped) == [{"epoch": 1, "batches": 1}]  # one group of 3 batches
     resumed = train(cfg)
     expected, actual = weights(tmp_path / "straight"), weights(Path(cfg.paths.output_dir))
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
-    assert resumed["val/loss"] == straight["val/loss"]
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert resumed[name] == straight[name]

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from src.harness.errors import ConfigError
+from src.harness.resumable_loader import resumable_loader
 from src.tasks import TASKS
 
 
@@ -303,26 +304,26 @@ class InMemoryDataModule(L.LightningDataModule):
         return device.type == "cuda" if self.pin_memory is None else self.pin_memory
 
     def make_loader(self, name: str) -> DataLoader:
-        """Training batches shuffled by :class:`EpochShuffle`, evaluation ones in order: from
-        tensors a batch is one indexing, read per sample they are read by ``num_workers``
-        processes (kept from epoch to epoch) and collated."""
+        """Training batches shuffled by :class:`EpochShuffle` (resumable mid-epoch), evaluation
+        ones in order: from tensors a batch is one indexing; read per sample, batches are read
+        by ``num_workers`` processes (kept from epoch to epoch) and collated."""
         pin_memory = self.place_data()
         dataset = self.datasets[name]
-        train = name == "train"
         if isinstance(dataset, TensorBatches):
             reading = {"collate_fn": keep_batch}
         else:
             workers = self.num_workers
             reading = {"num_workers": workers, "persistent_workers": workers > 0}
-        # torch.initial_seed() is the run's seed once seed_everything has set it.
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size * self.steps_per_call
-            if train
-            else self.evaluation_batch_size(name),
-            sampler=EpochShuffle(dataset, torch.initial_seed()) if train else None,
-            pin_memory=pin_memory,
-            **reading,
+        if name != "train":
+            batch_size = self.evaluation_batch_size(name)
+            return DataLoader(dataset, batch_size, pin_memory=pin_memory, **reading)
+        # torch.initial_seed() is the run's seed once seed_everything has set it. The loader's
+        # position goes into checkpoints: a run stopped mid-epoch resumes at the next batch.
+        seed = torch.initial_seed()
+        batch_size = self.batch_size * self.steps_per_call
+        sampler = EpochShuffle(dataset, seed)
+        return resumable_loader(
+            dataset, sampler, batch_size, seed, pin_memory=pin_memory, **reading
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -28,6 +28,7 @@ from src.harness.provenance import plain
 from src.harness.safety import safety_callbacks
 from src.harness.speed import NoProfiler, skip_failing_nvml_probe
 from src.harness.steps_per_call import LoggedSteps, trainer_arguments
+from src.harness.stop_checkpoint import StopAtBatch
 from src.harness.sweeps import pruning_callbacks
 from src.harness.validation import (
     accelerator_problems,
@@ -175,7 +176,9 @@ def build_trainer(cfg: DictConfig, problems: Problems) -> L.Trainer:
             + best_score_callbacks(cfg)
             + [RecordModuleClass(), *callbacks]
             + pruning_callbacks(cfg)
-            + ([LoggedSteps()] if steps_per_call > 1 else []),
+            + ([LoggedSteps()] if steps_per_call > 1 else [])
+            # last: a signal sent by an earlier callback at a batch's end stops at that batch
+            + [StopAtBatch()],
             enable_progress_bar=bar,
             enable_checkpointing=saves,
             logger=loggers or False,

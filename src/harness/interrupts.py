@@ -7,9 +7,11 @@ codes 1 and 0 hide from a shell or scheduler that the run was interrupted: a job
 while testing would pass for a finished one. :func:`exit_resumably` wraps the trainer's
 work (fit, test, predict) to add exactly that.
 
-A checkpoint taken in the middle of an epoch cannot be resumed exactly (the data order
-of the remaining batches is lost), so an interrupted run resumes from the newest
-end-of-epoch checkpoint, ``last.ckpt`` (or ``best.ckpt`` when the stop came between them).
+During training on one process, ``stop_checkpoint.py`` holds the signal until the end of a
+batch and saves ``last.ckpt`` there: the report names that batch, and the run resumes at
+the next one. Otherwise (a second Ctrl-C, DDP, a run that keeps no ``last.ckpt``) it
+resumes from the newest checkpoint, ``last.ckpt`` (or ``best.ckpt``), and the report says
+how many batches of the epoch that repeats.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from src.harness.failures import EXIT_CODES, discard_unfinished_run
 from src.harness.overrides import job_overrides, override, override_key
 from src.harness.paths import move_aside
 from src.harness.provenance import resolved_config
+from src.harness.stop_checkpoint import StopAtBatch
 from src.harness.sweep_stops import stopped_sweep
 from src.harness.sweeps import TRIAL_ENV
 
@@ -105,6 +108,13 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
     where = f"{signal_name} at step {trainer.global_step}"
     if TRIAL_ENV in os.environ:  # the search says how to go on (src/harness/search.py)
         return f"Trial stopped by {where}: it runs again from its start when the search goes on."
+    saved = next((c.saved for c in trainer.callbacks if isinstance(c, StopAtBatch)), None)
+    if saved is not None:
+        return (
+            f"Training stopped by {where}, after batch {saved.batches} of epoch {saved.epoch}. "
+            f"{saved.path} holds that point: the resumed run goes on at batch "
+            f"{saved.batches + 1}. Resume with:\n  {resume_command(cfg, saved.path)}"
+        )
     last = last_checkpoint(trainer)
     if last is None:
         return (
@@ -118,8 +128,8 @@ def interrupt_report(trainer: L.Trainer, cfg: DictConfig, signal_name: str) -> s
     steps_per_call = getattr(trainer.lightning_module, "steps_per_call", 1)
     batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed * steps_per_call
     lost = (
-        f"The {batches} batches of epoch {epoch + 1} are not in it (a mid-epoch state cannot "
-        "be resumed exactly), so training resumes at the start of that epoch. "
+        f"The {batches} batches of epoch {epoch + 1} are not in it, so training resumes at "
+        "the start of that epoch. "
         if batches and trainer.current_epoch > epoch
         else ""
     )

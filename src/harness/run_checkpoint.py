@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from src.harness.atomic_files import replaced_atomically
 from src.harness.errors import ConfigError
+from src.harness.stop_checkpoint import resumable_after
 
 log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
 
@@ -83,7 +85,15 @@ def recorded_checkpoints(state: dict[str, Any], resumed: Path) -> dict[str, Path
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose record of the best checkpoints survives a resume.
+    """``ModelCheckpoint`` whose record of the best checkpoints survives a resume, and that
+    can also save every N optimizer steps or every T minutes, besides each validation.
+
+    Lightning's own ``every_n_train_steps`` and ``train_time_interval`` exclude its saving
+    at each epoch's end: ``last.ckpt`` would then not hold the last epoch's end. Here they
+    add to it. A save is skipped after a batch that a validation follows (the validation's
+    own save comes next, and Lightning would resume from before it without it); with
+    ``trainer.steps_per_call=K`` the step save comes at the first group that reaches a
+    multiple of N. The file is the callback's own (``last.ckpt``), rewritten each time.
 
     A resumed run writes into a new folder of its own. Lightning then drops the best
     score so far and keeps only a path into the old folder, so the resumed run's
@@ -94,6 +104,45 @@ class RunCheckpoint(ModelCheckpoint):
     """
 
     trainer: L.Trainer | None = None
+
+    def __init__(
+        self,
+        *args: Any,
+        every_n_train_steps: int | None = None,
+        every_n_minutes: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ConfigError(f"every_n_train_steps={every_n_train_steps} must be null or >= 1")
+        if every_n_minutes is not None and every_n_minutes < 0:
+            raise ConfigError(f"every_n_minutes={every_n_minutes} must be null or >= 0")
+        if (every_n_train_steps or every_n_minutes is not None) and self.monitor is not None:
+            raise ConfigError(
+                "every_n_train_steps and every_n_minutes rewrite one file, the latest state: "
+                "give them to the checkpoint callback without a monitor (last_checkpoint)"
+            )
+        self.every_n_train_steps, self.every_n_minutes = every_n_train_steps, every_n_minutes
+        self.steps_saved, self.time_saved = 0, time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.steps_saved, self.time_saved = trainer.global_step, time.monotonic()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
+        every, step = self.every_n_train_steps, trainer.global_step
+        minutes = (time.monotonic() - self.time_saved) / 60
+        due = (every and step // every > self.steps_saved // every) or (
+            self.every_n_minutes is not None and minutes >= self.every_n_minutes
+        )
+        if self.every_n_minutes is not None:  # DDP processes see different times: rank 0's
+            due = trainer.strategy.broadcast(bool(due))
+        if due and resumable_after(trainer, idx):
+            trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
+            self.steps_saved, self.time_saved = step, time.monotonic()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

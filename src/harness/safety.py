@@ -3,9 +3,9 @@ and record the run in its log file.
 
 - :class:`DivergenceGuard` stops at the first NaN/inf training loss or weight, before a
   checkpoint with those weights can replace the last good one.
-- :class:`RNGState` stores torch's random generators in each checkpoint, which Lightning
-  does not, so dropout and other random layers continue after a resume exactly as in
-  an uninterrupted run.
+- :class:`RNGState` and :class:`MetricStates` (``resume_state.py``) and
+  :class:`RestoreLoaderPosition` (``resumable_loader.py``) make a resumed run, from the end
+  of an epoch or its middle, go on as the uninterrupted run would have.
 - :class:`EpochLog` writes each epoch's metrics to the run's log file.
 - :class:`PredictStop` ends predicting on SIGTERM, which Lightning does not.
 """
@@ -25,6 +25,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from src.harness.errors import TrainingDiverged
 from src.harness.interrupts import last_checkpoint
 from src.harness.overrides import eval_command
+from src.harness.resumable_loader import RestoreLoaderPosition
+from src.harness.resume_state import MetricStates, RNGState
 
 log = logging.getLogger(__name__)
 log_file_only = logging.getLogger("log_file_only")  # not on the console (configs/hydra)
@@ -98,21 +100,6 @@ def last_good_checkpoint(trainer: L.Trainer) -> str:
     return f"{last} holds the last complete epoch."
 
 
-class RNGState(Callback):
-    """Save and restore torch's CPU (and CUDA) random state with every checkpoint."""
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["cpu"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
-
-
 class EpochLog(Callback):
     """Log an epoch's metrics to the run's log file, and to the console when no progress bar
     shows them there. Logged when the next epoch starts or training ends: the module adds
@@ -142,4 +129,11 @@ class PredictStop(Callback):
 
 
 def safety_callbacks() -> list[Callback]:
-    return [DivergenceGuard(), RNGState(), EpochLog(), PredictStop()]
+    return [
+        DivergenceGuard(),
+        RNGState(),
+        MetricStates(),
+        RestoreLoaderPosition(),
+        EpochLog(),
+        PredictStop(),
+    ]
