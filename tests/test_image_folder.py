@@ -26,7 +26,7 @@ from tests.conftest import (
     SHAPES,
     TINY_TRAINING,
     compose_config,
-    run_script,
+    run_in_process,
     write_image_folder,
 )
 from tests.test_bad_input import run_expecting_exit
@@ -45,7 +45,7 @@ def datamodule(make_cfg, root: Path, *overrides: str):
 def test_train_eval_and_predict_through_the_cli_with_class_names(image_folder, tmp_path):
     logs = tmp_path / "logs"
     args = ["model=lenet", "data=image_folder", f"data.root={image_folder}", "data.batch_size=8"]
-    result = run_script(
+    result = run_in_process(
         *args, "trainer.max_epochs=4", f"paths.log_dir={logs}", *QUIET, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
