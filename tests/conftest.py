@@ -122,7 +122,9 @@ def restored_logging() -> Iterator[None]:
             logger.propagate, logger.disabled = propagate, disabled
 
 
-def run_in_process(*args: str, cwd: Path, script: str = "train") -> subprocess.CompletedProcess:
+def run_in_process(
+    *args: str, cwd: Path, script: str = "train", root: Path = ROOT
+) -> subprocess.CompletedProcess:
     """``python src/<script>.py ARGS`` run in this process: the same Hydra main, callbacks,
     sweeper, output and exit code as :func:`run_script`, without a new interpreter's 5 s of
     imports. For what the process itself is not the subject of: signals, parallel
@@ -130,7 +132,7 @@ def run_in_process(*args: str, cwd: Path, script: str = "train") -> subprocess.C
     main = importlib.import_module(f"src.{script}").main
     stdout, stderr = io.StringIO(), io.StringIO()
     argv, code = sys.argv, 0
-    sys.argv = [str(ROOT / "src" / f"{script}.py"), *args]
+    sys.argv = [str(root / "src" / f"{script}.py"), *args]
     GlobalHydra.instance().clear()
     # Hydra finds configs/ from the script's file as for `python src/train.py`, not from the
     # package src.train (hydra-core 1.3.8 reads this variable in _internal/utils.py)
