@@ -4,6 +4,7 @@ TensorBoard and CSV get; a missing extra is named before any work; a real MLflow
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import os
 import signal
 import socket
@@ -93,37 +94,41 @@ def test_a_missing_extra_is_named_before_any_work(make_cfg, monkeypatch, package
     assert not Path(cfg.paths.output_dir).exists()
 
 
-# One job of a parallel sweep: imports first, then waits for the others to create the store.
-JOB = """
-import sys, time
-from pathlib import Path
-import mlflow.store.tracking.sqlalchemy_store
-from src.harness.loggers import MLflowRun
-Path(f"{sys.argv[2]}.{sys.argv[3]}").touch()  # ready
-deadline = time.monotonic() + 60
-while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
-    time.sleep(0.01)
-logger = MLflowRun(tracking_uri=sys.argv[1], experiment_name="train", run_name=sys.argv[3])
-logger.log_metrics({"val/acc": 0.5})
-logger.finalize("success")
-"""
+def log_as_a_job_when_told(store: str, go: Path, name: str) -> None:
+    """One job of a parallel sweep: started, it waits for the others to create the store."""
+    from src.harness.loggers import MLflowRun
+
+    Path(f"{go}.{name}").touch()  # ready
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    logger = MLflowRun(tracking_uri=store, experiment_name="train", run_name=name)
+    logger.log_metrics({"val/acc": 0.5})
+    logger.finalize("success")
 
 
 @pytest.mark.slow
 def test_parallel_jobs_create_a_new_sqlite_store_together(tmp_path):
-    """Without taking turns, all but one job failed with "table params already exists"."""
+    """Without taking turns, all but one job failed with "table params already exists".
+    The jobs are forked from this process, with MLflow imported: they start in milliseconds."""
     pytest.importorskip("mlflow", reason='logger=mlflow needs pip install -e ".[mlflow]"')
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - imported before the forks
+
     store, go = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "go"
+    fork = multiprocessing.get_context("fork")
     jobs = [
-        subprocess.Popen([sys.executable, "-c", JOB, store, str(go), f"job{i}"], cwd=Path.cwd())
-        for i in range(3)
+        fork.Process(target=log_as_a_job_when_told, args=(store, go, f"job{i}")) for i in range(3)
     ]
+    for job in jobs:
+        job.start()
     try:
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("go.job*"))) < len(jobs) and time.monotonic() < deadline:
             time.sleep(0.1)
         go.touch()
-        assert [job.wait(timeout=120) for job in jobs] == [0, 0, 0]
+        for job in jobs:
+            job.join(timeout=120)
+        assert [job.exitcode for job in jobs] == [0, 0, 0]
     finally:
         for job in jobs:
             job.kill()
