@@ -29,7 +29,15 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from src.harness.search import Search, quiet_optuna, search_space
-from tests.conftest import QUIET, ROOT, SHARED_DATA, run_in_process, start_in_fork, wait_for_exit
+from tests.conftest import (
+    QUIET,
+    ROOT,
+    SHARED_DATA,
+    run_in_forks,
+    run_in_process,
+    start_in_fork,
+    wait_for_exit,
+)
 from tests.test_sweeps import summary_rows
 
 
@@ -383,23 +391,14 @@ def test_two_workers_run_one_stored_study(tmp_path, request, database):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     if database == "postgresql":
         storage = request.getfixturevalue("postgresql")
-    command = [
-        *(sys.executable, "src/train.py", "hparams_search=lenet_optuna", *QUIET),
+    arguments = [
+        *("hparams_search=lenet_optuna", *QUIET),
         *("hydra.sweeper.n_trials=4", "trainer.max_epochs=2", f"hydra.sweeper.storage={storage}"),
     ]
-    workers = [
-        subprocess.Popen(
-            [*command, f"hydra.sweep.dir={tmp_path / name}"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in ("a", "b")
-    ]
-    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+    lists = [[*arguments, f"hydra.sweep.dir={tmp_path / name}"] for name in ("a", "b")]
+    workers = run_in_forks(*lists, cwd=ROOT)  # forked from this process, started together
 
-    assert [worker.returncode for worker in workers] == [0, 0], errors
+    assert [worker.returncode for worker in workers] == [0, 0], [w.stderr for w in workers]
     trials = study(storage, "lenet_optuna")
     assert states(trials).count("COMPLETE") >= 4  # each worker stops once 4 are done or running
     ran = [
