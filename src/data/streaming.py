@@ -220,7 +220,15 @@ class StreamingDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.datasets["train"] = self.split("train", self.shuffle_seed())
-        return self.loader("train", self.batch_size)
+        loader = self.loader("train", self.batch_size)
+        # LitData shuffles each epoch by (seed, its loader's count of epochs). Lightning restores
+        # that count with the loader's state from a mid-epoch checkpoint only: resumed from an
+        # epoch's end (last.ckpt) the loader would count from 0 and repeat the first epoch's
+        # order. So it starts from the epochs done, as Lightning counts them for a sampler's
+        # set_epoch (the loader adds one as an epoch begins; a mid-epoch state overrides it).
+        if self.trainer:
+            loader.current_epoch = self.trainer.fit_loop.epoch_progress.current.processed
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val", self.eval_batch_size)
