@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.base import value_problems
+from src.harness.compat import download_chunks_with_boto3
 from src.harness.errors import ConfigError, DataUnavailableError
 
 METADATA = "metadata.json"
@@ -50,6 +51,13 @@ def storage_options(max_attempts: int = MAX_ATTEMPTS, timeout_s: float = TIMEOUT
 
     retries = {"max_attempts": max_attempts, "mode": "standard"}
     return {"config": Config(retries=retries, connect_timeout=timeout_s, read_timeout=timeout_s)}
+
+
+def plain_http(options: dict) -> bool:
+    """Whether boto3's endpoint (``AWS_ENDPOINT_URL`` or AWS's) is served over plain HTTP."""
+    import boto3
+
+    return boto3.session.Session().client("s3", **options).meta.endpoint_url.startswith("http:")
 
 
 def object_store(url: str, options: dict | None = None) -> Any:
@@ -188,17 +196,20 @@ class StreamingDataModule(L.LightningDataModule):
         process group here: built in each DDP process, a split gives each rank its share."""
         from litdata import StreamingDataset
 
-        location = f"{self.input_dir.rstrip('/')}/{name}"
-        cache = None
-        if is_url(self.input_dir) and self.cache_dir:
-            cache = str(Path(self.cache_dir) / name)  # LitData adds the URL's hash below it
+        location, options, cache = f"{self.input_dir.rstrip('/')}/{name}", None, None
+        if is_url(self.input_dir):
+            options = storage_options(**self.options)
+            if plain_http(options):
+                download_chunks_with_boto3()
+            if self.cache_dir:
+                cache = str(Path(self.cache_dir) / name)  # LitData adds the URL's hash below it
         return StreamingDataset(
             location,
             cache_dir=cache,
             shuffle=name == "train",
             seed=seed,
             max_cache_size=self.max_cache_size,
-            storage_options=storage_options(**self.options) if is_url(self.input_dir) else None,
+            storage_options=options,
         )
 
     def setup(self, stage: str | None = None) -> None:
