@@ -123,7 +123,7 @@ def test_bad_input_stops_before_any_work_with_one_message(digits_chunks, tmp_pat
 
 
 def test_optimize_data_refuses_an_unknown_data_set_naming_those_there_are(tmp_path):
-    with pytest.raises(MissingConfigException, match=r"Could not find 'data/nope'.*\bdigits\b"):
+    with pytest.raises(MissingConfigException, match=r"(?s)Could not find 'data/nope'.*\bdigits\b"):
         compose_config(["data=nope", f"output_dir={tmp_path / 'x'}"], tmp_path, "optimize_data")
 
 
