@@ -210,6 +210,9 @@ class StreamingDataModule(L.LightningDataModule):
             seed=seed,
             max_cache_size=self.max_cache_size,
             storage_options=options,
+            # one sample at a time: LitData 0.2.76's default decodes a window of samples around
+            # each one it reads, again for each sample of a shuffled epoch (10x slower here)
+            batch_decode=0,
         )
 
     def setup(self, stage: str | None = None) -> None:
