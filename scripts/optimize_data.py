@@ -43,6 +43,7 @@ from src.data.streaming import (  # noqa: E402
     object_store,
     object_store_problem,
     plain_state,
+    require_litdata,
 )
 from src.harness.build import build_data  # noqa: E402
 from src.harness.errors import ConfigError  # noqa: E402
@@ -135,6 +136,7 @@ def optimize_data(cfg: DictConfig) -> str:
     started = time.perf_counter()
     if cfg.get("data") is None:
         raise ConfigError("name the data set to write: data=NAME (a config in configs/data/).")
+    require_litdata()
     output_dir = checked_output(cfg.get("output_dir"))
     absolute_paths(cfg)
     [datamodule] = Problems().build_all(cfg, build_data)

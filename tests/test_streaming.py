@@ -122,6 +122,42 @@ def test_bad_input_stops_before_any_work_with_one_message(digits_chunks, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "used"]
 
 
+class Planted:
+    """Unpickling it runs ``touch``: what a pickled value in foreign chunks could run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_pickled_values_in_chunks_are_never_unpickled(digits_chunks, tmp_path):
+    from litdata.streaming.writer import BinaryWriter
+
+    planted = tmp_path / "unpickled"
+    chunks = tmp_path / "chunks"
+    writer = BinaryWriter(str(chunks / "test"), chunk_bytes="1MB")
+    writer[0] = (torch.zeros(1, 28, 28), Planted(str(planted)))
+    writer.done()
+    writer.merge()
+    (chunks / "metadata.json").write_text((digits_chunks / "metadata.json").read_text())
+    datamodule = instantiate(compose_config(streamed(chunks), tmp_path).data)
+    datamodule.setup("test")
+    inputs, target = datamodule.datasets["test"][0]
+    assert isinstance(target, bytes | memoryview) and not planted.exists()
+    litdata.StreamingDataset(str(chunks / "test"))[0]  # LitData's default unpickles it
+    assert planted.exists()
+
+
+def test_a_missing_litdata_is_named_with_the_command_that_installs_it(monkeypatch):
+    from src.data import streaming
+
+    monkeypatch.setattr(streaming.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r'pip install -e "\.\[stream\]"'):
+        streaming.read_metadata("/anywhere")
+
+
 def test_optimize_data_refuses_an_unknown_data_set_naming_those_there_are(tmp_path):
     with pytest.raises(MissingConfigException, match=r"(?s)Could not find 'data/nope'.*\bdigits\b"):
         compose_config(["data=nope", f"output_dir={tmp_path / 'x'}"], tmp_path, "optimize_data")

@@ -17,6 +17,7 @@ when chunks are read, so the rest of the project runs without it.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -37,6 +38,14 @@ DESCRIBED = ("task", "input_shape", "num_outputs", "monitor", "monitor_mode")
 # An object store that does not answer is reported after these, rather than retried for
 # hours (boto3's default in LitData is 1,000 attempts).
 MAX_ATTEMPTS, TIMEOUT_S = 3, 20.0
+
+
+def require_litdata() -> None:
+    """Stop with the command that installs LitData, before any work, where it is missing."""
+    if importlib.util.find_spec("litdata") is None:
+        raise ConfigError(
+            'streaming needs LitData, the project\'s "stream" extra: pip install -e ".[stream]"'
+        )
 
 
 def is_url(location: str) -> bool:
@@ -89,6 +98,7 @@ def read_metadata(input_dir: str | None) -> dict[str, Any]:
             "data=streaming trains from the chunks that python scripts/optimize_data.py writes: "
             "give their folder or s3:// URL with data.input_dir=DIR_OR_URL."
         )
+    require_litdata()
     written_by = "is it a folder written by python scripts/optimize_data.py?"
     if not is_url(input_dir):
         path = Path(input_dir).expanduser()
@@ -195,6 +205,7 @@ class StreamingDataModule(L.LightningDataModule):
         """The ``name`` split's chunks, shuffled (training) by ``seed``. LitData reads the
         process group here: built in each DDP process, a split gives each rank its share."""
         from litdata import StreamingDataset
+        from litdata.streaming.serializers import BytesSerializer
 
         location, options, cache = f"{self.input_dir.rstrip('/')}/{name}", None, None
         if is_url(self.input_dir):
@@ -213,6 +224,9 @@ class StreamingDataModule(L.LightningDataModule):
             # one sample at a time: LitData 0.2.76's default decodes a window of samples around
             # each one it reads, again for each sample of a shuffled epoch (10x slower here)
             batch_decode=0,
+            # Chunks come from wherever a config (an evaluated run's config.yaml) points:
+            # values stored pickled are handed over as bytes, never unpickled.
+            serializers={"pickle": BytesSerializer(), "graph": BytesSerializer()},
         )
 
     def setup(self, stage: str | None = None) -> None:
