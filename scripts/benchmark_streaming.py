@@ -13,9 +13,9 @@ batches of 64 through ``train(cfg)``, as ``python src/train.py`` does.
 Each measurement is a fresh process, so its peak memory is its own: one warm-up epoch, then
 the median of the timed epochs' training part (from an epoch's start to its validation, as
 ``scripts/benchmark.py`` times it). Memory is measured from just before ``train(cfg)``: the
-process's peak resident memory (``VmHWM``), and the peak of its anonymous part (``RssAnon``,
-sampled every 10 ms), the memory the process holds; pages of memory-mapped chunk files count
-in the first only, and the kernel reclaims them when it needs the memory.
+process's peak resident memory (``VmHWM``), and the peaks of its parts (sampled every 10 ms):
+``RssAnon``, the memory the process allocated; ``RssFile``, pages of files it maps, such as
+memory-mapped chunks, which the kernel reclaims when it needs the memory; ``RssShmem``.
 """
 
 from __future__ import annotations
@@ -48,10 +48,16 @@ from scripts.benchmark import (  # noqa: E402
 PATHS = ("memory", "streaming")
 
 
-def peak_anonymous_mb(stop: threading.Event, peak: list[float]) -> None:
-    """Sample ``RssAnon`` until ``stop`` is set; keep the largest in ``peak[0]``."""
+# The parts of the resident memory (/proc/self/status): what the process allocated, pages of
+# files it maps, shared memory.
+PARTS = ("RssAnon", "RssFile", "RssShmem")
+
+
+def sample_peaks(stop: threading.Event, peaks: dict[str, float]) -> None:
+    """Sample :data:`PARTS` every 10 ms until ``stop`` is set; keep each one's largest."""
     while not stop.wait(0.01):
-        peak[0] = max(peak[0], memory_mb("RssAnon"))
+        for part in PARTS:
+            peaks[part] = max(peaks[part], memory_mb(part))
 
 
 def child(args: argparse.Namespace) -> None:
@@ -66,8 +72,9 @@ def child(args: argparse.Namespace) -> None:
         )
         cfg = compose_train_config(["model=mlp", *selection, *base_overrides(work, "cpu")])
         reset_peak_memory()
-        before, peak, stop = memory_mb("VmRSS"), [memory_mb("RssAnon")], threading.Event()
-        sampler = threading.Thread(target=peak_anonymous_mb, args=(stop, peak), daemon=True)
+        before, stop = memory_mb("VmRSS"), threading.Event()
+        peaks = {part: memory_mb(part) for part in PARTS}
+        sampler = threading.Thread(target=sample_peaks, args=(stop, peaks), daemon=True)
         sampler.start()
         try:
             times = project_epochs(cfg, args.epochs)[0]
@@ -81,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
                     "epoch_s": statistics.median(t[0] for t in times),
                     "rss_before_mb": before,
                     "peak_rss_mb": memory_mb("VmHWM"),
-                    "peak_anonymous_mb": peak[0],
+                    **{f"peak_{part}_mb": peak for part, peak in peaks.items()},
                 }
             )
         )
@@ -133,8 +140,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(
                     f"{path:>9} x{multiple}: {images:>7,} images  {row['samples_per_s']:8,.0f} "
                     f"samples/s  peak RSS {row['peak_rss_mb']:7.1f} MB (before training "
-                    f"{row['rss_before_mb']:.1f} MB), peak anonymous "
-                    f"{row['peak_anonymous_mb']:7.1f} MB",
+                    f"{row['rss_before_mb']:.1f} MB); peaks: allocated {row['peak_RssAnon_mb']:.1f}"
+                    f" MB, mapped files {row['peak_RssFile_mb']:.1f} MB, shared memory "
+                    f"{row['peak_RssShmem_mb']:.1f} MB",
                     flush=True,
                 )
     finally:

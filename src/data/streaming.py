@@ -147,7 +147,7 @@ class StreamingDataModule(L.LightningDataModule):
     def __init__(
         self,
         *,
-        input_dir: str,
+        input_dir: str | None,
         task: str,
         input_shape: list[int],
         num_outputs: int,
@@ -240,10 +240,13 @@ class StreamingDataModule(L.LightningDataModule):
         return self.trainer.strategy.broadcast(seed) if self.trainer else seed
 
     def loader(self, name: str, batch_size: int) -> DataLoader:
+        """Batches of ``name``; pinned when the model trains on a GPU, so that their copy to it
+        overlaps with compute."""
         from litdata import StreamingDataLoader
 
+        gpu = bool(self.trainer) and self.trainer.strategy.root_device.type == "cuda"
         return StreamingDataLoader(
-            self.datasets[name], batch_size=batch_size, num_workers=self.num_workers
+            self.datasets[name], batch_size=batch_size, num_workers=self.num_workers, pin_memory=gpu
         )
 
     def train_dataloader(self) -> DataLoader:
