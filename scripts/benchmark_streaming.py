@@ -12,7 +12,8 @@ batches of 64 through ``train(cfg)``, as ``python src/train.py`` does.
 
 Each measurement is a fresh process, so its peak memory is its own: one warm-up epoch, then
 the median of the timed epochs' training part (from an epoch's start to its validation, as
-``scripts/benchmark.py`` times it). Memory is measured from just before ``train(cfg)``: the
+``scripts/benchmark.py`` times it), in wall time and in the process's CPU time (steadier on a
+machine shared with other work). Memory is measured from just before ``train(cfg)``: the
 process's peak resident memory (``VmHWM``), and the peaks of its parts (sampled every 10 ms):
 ``RssAnon``, the memory the process allocated; ``RssFile``, pages of files it maps, such as
 memory-mapped chunks, which the kernel reclaims when it needs the memory; ``RssShmem``.
@@ -86,6 +87,7 @@ def child(args: argparse.Namespace) -> None:
                 {
                     "path": args.child,
                     "epoch_s": statistics.median(t[0] for t in times),
+                    "epoch_cpu_s": statistics.median(t[1] for t in times),
                     "rss_before_mb": before,
                     "peak_rss_mb": memory_mb("VmHWM"),
                     **{f"peak_{part}_mb": peak for part, peak in peaks.items()},
@@ -136,10 +138,12 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                 train_images = round(images * 0.9)  # data=mnist validates on a tenth
                 row.update(images=images, data_source=source, train_images=train_images)
                 row["samples_per_s"] = train_images / row["epoch_s"]
+                row["samples_per_cpu_s"] = train_images / row["epoch_cpu_s"]
                 rows.append(row)
                 print(
                     f"{path:>9} x{multiple}: {images:>7,} images  {row['samples_per_s']:8,.0f} "
-                    f"samples/s  peak RSS {row['peak_rss_mb']:7.1f} MB (before training "
+                    f"samples/s ({row['samples_per_cpu_s']:,.0f} per CPU second)  peak RSS "
+                    f"{row['peak_rss_mb']:7.1f} MB (before training "
                     f"{row['rss_before_mb']:.1f} MB); peaks: allocated {row['peak_RssAnon_mb']:.1f}"
                     f" MB, mapped files {row['peak_RssFile_mb']:.1f} MB, shared memory "
                     f"{row['peak_RssShmem_mb']:.1f} MB",
