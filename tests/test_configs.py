@@ -23,9 +23,10 @@ GROUP_OPTIONS = sorted(
 def test_every_option_composes_and_resolves(
     group: str, option: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    # data=streaming reads its task and shapes from the chunks it is given
-    given = ["data.input_dir=" + str(request.getfixturevalue("digits_chunks"))]
-    cfg = compose_config([f"{group}={option}", *(given if option == "streaming" else [])], tmp_path)
+    overrides = [f"{group}={option}"]
+    if option == "streaming":  # it reads its task and shapes from the chunks it is given
+        overrides.append(f"data.input_dir={request.getfixturevalue('digits_chunks')}")
+    cfg = compose_config(overrides, tmp_path)
     resolved = resolved_config(cfg)
     assert resolved["paths"]["output_dir"] == str(tmp_path)
     assert resolved["data"]["task"] in ("classification", "regression")

@@ -28,10 +28,11 @@ EXIT_CODES = {signum: 128 + signum for signum in (signal.SIGINT, signal.SIGTERM)
 def failure(error: Exception, cfg: DictConfig) -> str:
     """The one paragraph that reports ``error``; its traceback goes to the run's log file only.
 
-    A ``UserError`` (raised, or behind the error of a library that called the code raising it)
-    says what to fix in its own words. Anything else (a library's error about
-    the input, a bug) is named by its type and first line, and points to the log; an
-    ``OSError`` under it (a full or read-only disk) is named instead of the library's error.
+    A ``UserError`` says what to fix in its own words, also where a library that called the
+    code raising it wraps it (a config resolver's, in OmegaConf's error). Anything else (a
+    library's error about the input, a bug) is named by its type and first line, and points
+    to the log; an ``OSError`` under it (a full or read-only disk) is named instead of the
+    library's error.
     """
     chain = [error]
     while chain[-1].__context__ is not None:
