@@ -360,3 +360,20 @@ def assert_same_predictions(rows: list[dict[str, Any]], csv_rows: list[dict[str,
                 assert row[column] == int(value), column
             else:
                 assert abs(row[column] - float(value)) <= 1e-4, column
+
+
+def optimize_chunks(output_dir: Path, *overrides: str) -> Path:
+    """``python scripts/optimize_data.py OVERRIDES output_dir=...``, in this process."""
+    pytest.importorskip("litdata", reason='data=streaming needs pip install -e ".[stream]"')
+    from scripts.optimize_data import optimize_data
+
+    cfg = compose_config(
+        [*overrides, f"output_dir={output_dir}"], output_dir.parent / "log", "optimize_data"
+    )
+    return Path(optimize_data(cfg))
+
+
+@pytest.fixture(scope="session")
+def digits_chunks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits' splits written into LitData's chunks, for data=streaming."""
+    return optimize_chunks(tmp_path_factory.mktemp("streamed") / "digits", "data=digits")

@@ -95,6 +95,14 @@ def optimizer_steps_are_counted(tmp_path: Path) -> bool:
     return trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.total.completed == 2
 
 
+def chunks_download_without_obstore(tmp_path: Path) -> bool:
+    pytest.importorskip("litdata", reason='data=streaming needs pip install -e ".[stream]"')
+    from litdata.streaming import downloader
+
+    compat.download_chunks_with_boto3()
+    return downloader.obstore_usable() is False
+
+
 # Each function of compat.py: the library and private name it reaches into, and a use of it.
 CHECKS: dict[Callable, tuple[str, str, Callable[[Path], bool]]] = {
     compat.sweep_parser: (
@@ -137,6 +145,11 @@ CHECKS: dict[Callable, tuple[str, str, Callable[[Path], bool]]] = {
         "lightning",
         "_ManualOptimization.optim_step_progress",
         optimizer_steps_are_counted,
+    ),
+    compat.download_chunks_with_boto3: (
+        "litdata",
+        "litdata.streaming.downloader._OBSTORE_INIT_PID",
+        chunks_download_without_obstore,
     ),
 }
 

@@ -20,8 +20,13 @@ GROUP_OPTIONS = sorted(
 @pytest.mark.parametrize(
     ("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS]
 )
-def test_every_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -> None:
-    cfg = compose_config([f"{group}={option}"], tmp_path)
+def test_every_option_composes_and_resolves(
+    group: str, option: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    overrides = [f"{group}={option}"]
+    if option == "streaming":  # it reads its task and shapes from the chunks it is given
+        overrides.append(f"data.input_dir={request.getfixturevalue('digits_chunks')}")
+    cfg = compose_config(overrides, tmp_path)
     resolved = resolved_config(cfg)
     assert resolved["paths"]["output_dir"] == str(tmp_path)
     assert resolved["data"]["task"] in ("classification", "regression")

@@ -47,7 +47,8 @@ def supports(model: str, data: str) -> bool:
 
 # Every model config x data config, split by what the nets declare: a new net or data
 # set is tested the moment its config exists.
-PAIRS = [(m, d) for m in options("model") for d in options("data")]
+# data=streaming trains from chunks written first: tests/test_streaming.py pairs it.
+PAIRS = [(m, d) for m in options("model") for d in options("data") if d != "streaming"]
 SUPPORTED = [pair for pair in PAIRS if supports(*pair)]
 UNSUPPORTED = [pair for pair in PAIRS if pair not in SUPPORTED]
 

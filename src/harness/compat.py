@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # The installed versions (distribution names) that every private name below was checked against.
 CHECKED = {"hydra-core": "1.3.8", "optuna": "5.1.0", "lightning": "2.6.6", "torch": "2.14.1"}
+CHECKED["litdata"] = "0.2.76"
 
 
 def sweep_parser(config_sources: list[dict[str, str]]) -> OverridesParser:
@@ -108,3 +109,14 @@ def count_optimizer_step(trainer: L.Trainer) -> None:
     progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
     progress.increment_ready()
     progress.increment_completed()
+
+
+def download_chunks_with_boto3() -> None:
+    """Have LitData download chunks with boto3, not obstore, in this process and the loader
+    workers it forks: LitData builds its obstore store without obstore's ``allow_http``, so
+    from a plain-http endpoint (MinIO, a local moto server) every chunk download fails."""
+    # litdata 0.2.76: litdata.streaming.downloader._OBSTORE_INIT_PID, the process that may
+    # use obstore (obstore_usable() is false in any other)
+    import litdata.streaming.downloader
+
+    litdata.streaming.downloader._OBSTORE_INIT_PID = -1

@@ -28,16 +28,20 @@ EXIT_CODES = {signum: 128 + signum for signum in (signal.SIGINT, signal.SIGTERM)
 def failure(error: Exception, cfg: DictConfig) -> str:
     """The one paragraph that reports ``error``; its traceback goes to the run's log file only.
 
-    A ``UserError`` says what to fix in its own words. Anything else (a library's error about
-    the input, a bug) is named by its type and first line, and points to the log; an
-    ``OSError`` under it (a full or read-only disk) is named instead of the library's error.
+    A ``UserError`` says what to fix in its own words, also where a library that called the
+    code raising it wraps it (a config resolver's, in OmegaConf's error). Anything else (a
+    library's error about the input, a bug) is named by its type and first line, and points
+    to the log; an ``OSError`` under it (a full or read-only disk) is named instead of the
+    library's error.
     """
-    if isinstance(error, UserError):
-        text = str(error)
+    chain = [error]
+    while chain[-1].__context__ is not None:
+        chain.append(chain[-1].__context__)
+    # also one that a config resolver raised, which OmegaConf wraps in an error of its own
+    user_error = next((cause for cause in chain if isinstance(cause, UserError)), None)
+    if user_error:
+        text = str(user_error)
     else:
-        chain = [error]
-        while chain[-1].__context__ is not None:
-            chain.append(chain[-1].__context__)
         shown = next((cause for cause in chain if isinstance(cause, OSError)), error)
         first = str(shown).strip().splitlines()[0] if str(shown).strip() else repr(shown)
         log_path = Path(cfg.paths.output_dir) / f"{cfg.task_name}.log"

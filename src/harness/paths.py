@@ -26,7 +26,7 @@ from src.harness.problems import stop_with_error
 
 # The options that are paths; paths.* first, as data.data_dir interpolates paths.data_dir.
 PATH_KEYS = ("paths.root_dir", "paths.data_dir", "paths.log_dir", "data.data_dir")
-PATH_KEYS += ("data.csv_path", "data.root", "ckpt_path", "input")
+PATH_KEYS += ("data.csv_path", "data.root", "data.input_dir", "ckpt_path", "input")
 
 LAST = "last"  # ckpt_path=last: the newest last.ckpt
 
@@ -39,10 +39,13 @@ def move_aside(path: Path) -> Path:
 
 
 def absolute_paths(cfg: DictConfig) -> None:
-    """Make each relative path of ``PATH_KEYS`` absolute against Hydra's ``runtime.cwd``."""
+    """Make each relative path of ``PATH_KEYS`` absolute against Hydra's ``runtime.cwd``; a
+    URL (``s3://...``) is left as it is."""
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
-        if value is not None and value != LAST and not Path(str(value)).is_absolute():
+        if value is None or value == LAST or "://" in str(value):
+            continue
+        if not Path(str(value)).is_absolute():
             path = to_absolute_path(os.path.expanduser(str(value)))
             OmegaConf.update(cfg, key, os.path.normpath(path))
 

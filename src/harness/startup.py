@@ -35,3 +35,5 @@ warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
 # SLURM runs go through hydra/launcher=slurm. And its notice that overfitting unshuffles.
 warnings.filterwarnings("ignore", ".*`srun` command is available on your system.*")
 warnings.filterwarnings("ignore", ".*overfit but enabled train dataloader shuffling.*")
+# LitData's StreamingDataset gives each loader worker its own share, as Lightning asks.
+warnings.filterwarnings("ignore", ".*`IterableDataset` has `__len__` defined.*")
