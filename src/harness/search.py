@@ -21,8 +21,10 @@ A failed, diverged or pruned trial is an outcome, logged in one line; the search
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import random
 import sys
 import threading
 import time
@@ -157,11 +159,7 @@ class Search:
 
     def open_study(self, sampler: BaseSampler, pruner: BasePruner) -> Study:
         """Create the study, or load it with the trials that earlier runs of it finished."""
-        try:  # kept: the running trials' heartbeats go to it
-            self.database = self.open_storage()
-        except DBAPIError:  # another worker was creating the same new database's tables
-            time.sleep(1)
-            self.database = self.open_storage()
+        self.database = self.open_storage()  # kept: the running trials' heartbeats go to it
         study = optuna.create_study(
             storage=self.database,
             study_name=self.study_name,
@@ -180,12 +178,21 @@ class Search:
             )  # fmt: skip
         return study
 
-    def open_storage(self) -> RDBStorage:
-        return RDBStorage(
-            self.storage,
-            heartbeat_interval=self.heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-        )
+    def open_storage(self, attempts: int = 5) -> RDBStorage:
+        """The study's database. Workers that start together on a new one race to create its
+        tables and stamp its version: the losers try again, each after its own random pause
+        (a common pause would race again), until the winner has committed."""
+        for attempt in itertools.count(1):
+            try:
+                return RDBStorage(
+                    self.storage,
+                    heartbeat_interval=self.heartbeat_interval,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+                )
+            except DBAPIError:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.5 + random.random())
 
     def how_to_go_on(self, study: Study, sweep_dir: Path) -> str:
         # in this sweep's folder if the study is stored there, else in a new one
