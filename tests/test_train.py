@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from pathlib import Path
@@ -39,10 +40,22 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if p.stem[0] != "_")
 
 
+@functools.cache
+def paired_class_of(model: str) -> type:
+    return paired_class(compose_config([f"model={model}"], Path("unused")).model)
+
+
+@functools.cache
+def task_and_shape(data: str) -> tuple[str, list[int]]:
+    cfg = compose_config([f"data={data}"], Path("unused"))
+    return cfg.data.task, list(cfg.data.input_shape)
+
+
 def supports(model: str, data: str) -> bool:
-    """What the net of ``model=`` (or its own module) declares about the data of ``data=``."""
-    cfg = compose_config([f"model={model}", f"data={data}"], Path("unused"))
-    return supported(paired_class(cfg.model), cfg.data.task, list(cfg.data.input_shape))
+    """What the net of ``model=`` (or its own module) declares about the data of ``data=``:
+    a model's class and a data set's task and shape do not depend on each other, so each is
+    composed once."""
+    return supported(paired_class_of(model), *task_and_shape(data))
 
 
 # Every model config x data config, split by what the nets declare: a new net or data
