@@ -25,7 +25,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.core_plugins.file_config_source import FileConfigSource
+from hydra._internal.config_repository import ConfigRepository
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -45,34 +45,36 @@ torch.set_num_threads(1)
 
 
 def keep_composed_project_configs() -> None:
-    """Hydra reads and merges the ~40 YAML files of a config each time it composes one: 0.15
-    s, a third of a tiny test, which the suite pays some 600 times. The project's own
-    configs/ never change while the tests run, so the files read and merged from it are
+    """Hydra reads, parses and merges the ~40 YAML files of a config each time it composes
+    one: 0.15 s, a third of a tiny test, which the suite pays some 600 times. The project's
+    own configs/ never change while the tests run, so what is read and merged from it is
     kept and copied; configs copied elsewhere (a test's fork) are read as usual. Private
-    names of hydra-core, checked with 1.3.8: FileConfigSource.load_config and
+    names of hydra-core, checked with 1.3.8: ConfigRepository.load_config and
     ConfigLoaderImpl._compose_config_from_defaults_list."""
     project = str(CONFIG_DIR)
-    read, merged = FileConfigSource.load_config, ConfigLoaderImpl._compose_config_from_defaults_list
+    read, merged = ConfigRepository.load_config, ConfigLoaderImpl._compose_config_from_defaults_list
     files: dict[str, Any] = {}
     configs: dict[tuple, Any] = {}
 
-    def read_once(source: FileConfigSource, config_path: str) -> Any:
-        if source.path != project:
-            return read(source, config_path)
+    def ours(repo: Any) -> bool:
+        return {s.path for s in repo.get_sources() if s.scheme() == "file"} == {project}
+
+    def read_once(repo: ConfigRepository, config_path: str) -> Any:
+        if not ours(repo):
+            return read(repo, config_path)
         if config_path not in files:
-            files[config_path] = read(source, config_path)
+            files[config_path] = read(repo, config_path)
         return copy.deepcopy(files[config_path])
 
     def merge_once(loader: ConfigLoaderImpl, defaults: list, repo: Any) -> Any:
-        folders = {source.path for source in repo.get_sources() if source.scheme() == "file"}
-        if folders != {project}:
+        if not ours(repo):
             return merged(loader, defaults, repo)
         key = tuple((d.config_path, d.package, d.parent, d.is_self, d.primary) for d in defaults)
         if key not in configs:
             configs[key] = merged(loader, defaults, repo)
         return copy.deepcopy(configs[key])
 
-    FileConfigSource.load_config = read_once
+    ConfigRepository.load_config = read_once
     ConfigLoaderImpl._compose_config_from_defaults_list = merge_once
 
 
