@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -160,14 +159,27 @@ def run_in_process(
     return subprocess.CompletedProcess(sys.argv, code or 0, stdout.getvalue(), stderr.getvalue())
 
 
+def clean_forks() -> multiprocessing.context.ForkServerContext:
+    """Where tests start runs that must begin together or be stopped by a signal: processes
+    forked from a server that imported the project once and has run nothing since. They
+    start in milliseconds, where a new interpreter spends 5 s importing; a fork of the test
+    process itself would carry what earlier tests left there (torch refuses autograd in a
+    child forked after DDP ran in the parent). The server keeps the environment it started
+    with: set what a run needs in its arguments."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.conftest"])
+    return context
+
+
+FORKS = clean_forks()
+
+
 def run_in_forks(
     *argument_lists: Sequence[str], cwd: Path, script: str = "train"
 ) -> list[subprocess.CompletedProcess]:
-    """Several :func:`run_in_process` runs at once, each in a process forked from this one:
-    runs that start together, as a scheduler starts them, in milliseconds instead of the
-    seconds a new interpreter takes to import."""
-    fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(len(argument_lists), mp_context=fork) as pool:
+    """Several :func:`run_in_process` runs at once, each in a process of :data:`FORKS`: runs
+    that start together, as a scheduler starts them."""
+    with ProcessPoolExecutor(len(argument_lists), mp_context=FORKS) as pool:
         runs = [
             pool.submit(run_in_process, *arguments, cwd=cwd, script=script)
             for arguments in argument_lists
@@ -175,36 +187,39 @@ def run_in_forks(
         return [run.result(timeout=240) for run in runs]
 
 
-def start_in_fork(*args: str, cwd: Path, stderr: Path, script: str = "train") -> int:
-    """Start :func:`run_in_process` in a process forked from this one, in a session of its
-    own as a terminal starts a command, with a fresh interpreter's signal handling; its
-    stderr is written to ``stderr`` at its end. Its pid, for signals and :func:`wait_for_exit`."""
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:  # the child: it never returns into pytest
-        os.setsid()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        result = run_in_process(*args, cwd=cwd, script=script)
-        stderr.write_text(result.stderr)
-        code = result.returncode
-    finally:
-        os._exit(code)
+def run_as_a_command(args: Sequence[str], cwd: Path, stderr: Path, script: str) -> None:
+    """:func:`run_in_process` as a new command runs: in a session of its own, as a terminal
+    starts one, with an interpreter's signal handling; its stderr written at its end."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    result = run_in_process(*args, cwd=cwd, script=script)
+    stderr.write_text(result.stderr)
+    os._exit(result.returncode)
 
 
-def wait_for_exit(pid: int, timeout: float) -> int:
-    """The exit code of a forked process; killed with its session after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.killpg(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"process {pid} did not end within {timeout} s")
+def start_in_fork(
+    *args: str, cwd: Path, stderr: Path, script: str = "train"
+) -> multiprocessing.Process:
+    """Start :func:`run_as_a_command` in a process of :data:`FORKS`; its pid is its session's,
+    for signals, and :func:`wait_for_exit` gives its exit code."""
+    process = FORKS.Process(target=run_as_a_command, args=(args, cwd, stderr, script))
+    process.start()
+    return process
+
+
+def wait_for_exit(process: multiprocessing.Process | subprocess.Popen, timeout: float) -> int:
+    """The exit code of a started process (-N for signal N); killed with its session, and
+    the test failed, after ``timeout`` s."""
+    if isinstance(process, subprocess.Popen):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(timeout)
+    else:
+        process.join(timeout)
+        if process.exitcode is not None:
+            return process.exitcode
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"process {process.pid} did not end within {timeout} s")
 
 
 # Small, fast and quiet: no progress bar or model summary to print, no logger files.
@@ -358,7 +373,9 @@ def assert_same_predictions(rows: list[dict[str, Any]], csv_rows: list[dict[str,
         for column, value in expected.items():
             if column == "input":
                 continue
-            if isinstance(row[column], int):  # a class, or a label's 0/1
+            if isinstance(row[column], str):  # a class named by the data
+                assert row[column] == value, column
+            elif isinstance(row[column], int):  # a class, or a label's 0/1
                 assert row[column] == int(value), column
             else:
                 assert abs(row[column] - float(value)) <= 1e-4, column

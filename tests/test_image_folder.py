@@ -4,9 +4,11 @@ same splits, statistics and batches in memory and from disk; one message per bad
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -251,3 +253,32 @@ def test_lenet_learns_real_digits_from_a_folder_read_per_sample(make_cfg, shared
         "trainer.max_epochs=4",
     )
     assert train(cfg)["test/acc"] > 0.9
+
+
+class SeenByRank(L.Callback):
+    """Writes a digest of each input a rank trained on to ``folder/rank<N>.json``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder, self.seen = folder, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen += [hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in batch[0]]
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+
+@pytest.mark.slow
+def test_ddp_ranks_read_distinct_samples_from_disk_into_one_run_folder(image_folder, tmp_path):
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    overrides = [*TINY_TRAINING, "model=lenet", "data=image_folder", f"data.root={image_folder}"]
+    overrides += ["data.in_memory=false", "data.num_workers=1", "data.batch_size=8"]
+    overrides += ["data.val_fraction=0.125"]  # 60 images: 12 test, 6 validation, 42 training
+    overrides += ["trainer=ddp_sim", "trainer.limit_train_batches=null", "test=false"]
+    overrides += ["+callbacks.seen._target_=tests.test_image_folder.SeenByRank"]
+    train(compose_config([*overrides, f"+callbacks.seen.folder={seen}"], tmp_path / "run"))
+    ranks = [json.loads((seen / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 21  # 42 training images, half a rank
+    assert not set(ranks[0]) & set(ranks[1]) and len(set(ranks[0])) == len(ranks[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "run", "seen"]

@@ -271,16 +271,16 @@ def test_a_stopped_search_goes_on_with_its_finished_trials(tmp_path, how, launch
     ]
     output = tmp_path / "stderr.txt"
     if launcher == "basic":  # the trials run in the search's process: forked, it starts at once
-        pid = start_in_fork(*arguments, cwd=ROOT, stderr=output)
+        process = start_in_fork(*arguments, cwd=ROOT, stderr=output)
     else:
         with output.open("w") as file:
             command = [sys.executable, "src/train.py", *arguments]
-            pid = subprocess.Popen(command, cwd=ROOT, stderr=file, start_new_session=True).pid
+            process = subprocess.Popen(command, cwd=ROOT, stderr=file, start_new_session=True)
     try:
         wait_for("train/multiruns/*/1/checkpoints/last.ckpt", tmp_path)  # trial 1 under way
     finally:
-        os.kill(pid, getattr(signal, how))
-        returncode = wait_for_exit(pid, timeout=60)
+        os.kill(process.pid, getattr(signal, how))
+        returncode = wait_for_exit(process, timeout=60)
     assert returncode == {"SIGTERM": 143, "SIGKILL": -9}[how]
     if how == "SIGTERM":
         stderr = output.read_text()

@@ -115,24 +115,26 @@ def test_a_stopped_sweep_prints_once_the_command_that_goes_on_with_it(tmp_path, 
     overrides += ["trainer.max_epochs=100", "trainer.limit_train_batches=2"]
     output = tmp_path / "stderr.txt"
     if launcher == "basic":  # the jobs run in the sweep's process: forked, it starts at once
-        pid = start_in_fork("-m", *overrides, f"hydra.sweep.dir={sweep}", cwd=ROOT, stderr=output)
+        process = start_in_fork(
+            "-m", *overrides, f"hydra.sweep.dir={sweep}", cwd=ROOT, stderr=output
+        )
     else:
         command = [sys.executable, "src/train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}"]
         with output.open("w") as file:  # a session of its own, as a terminal gives a command
-            pid = subprocess.Popen(command, cwd=ROOT, stderr=file, start_new_session=True).pid
+            process = subprocess.Popen(command, cwd=ROOT, stderr=file, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not (sweep / "0" / "checkpoints" / "last.ckpt").exists():
             assert time.monotonic() < deadline, "no epoch ended"
             time.sleep(0.1)
         if signum == signal.SIGINT:  # Ctrl-C reaches every process of the sweep
-            os.killpg(pid, signum)
+            os.killpg(process.pid, signum)
         else:  # kill PID: the sweep's main process only
-            os.kill(pid, signum)
-        returncode = wait_for_exit(pid, timeout=120)
+            os.kill(process.pid, signum)
+        returncode = wait_for_exit(process, timeout=120)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
     stderr = output.read_text()
 
     assert returncode == 128 + signum, stderr

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_in_process, wait_for_exit
+from tests.conftest import FORKS, ROOT, run_in_process, wait_for_exit
 
 SECTION = "## Add your own model or data set"
 # the section goes on there
@@ -79,8 +79,8 @@ def fork(tmp_path_factory) -> Path:
 
 def run(fork: Path, *command: str) -> subprocess.CompletedProcess:
     """``python COMMAND`` in the fork. A pytest runs in a subprocess; an entry point runs in
-    a process forked from this one that imports the fork's ``src`` in place of this
-    checkout's: torch and Lightning are already imported, a second instead of six."""
+    a process of ``FORKS`` that imports the fork's ``src`` in place of this checkout's:
+    torch and Lightning are already imported, a second instead of six."""
     if command[0] == "-m":
         environment = {key: value for key, value in os.environ.items() if key != "PROJECT_ROOT"}
         environment.update(PYTHONPATH=str(fork), OMP_NUM_THREADS="1")
@@ -93,21 +93,21 @@ def run(fork: Path, *command: str) -> subprocess.CompletedProcess:
             timeout=600,
         )
     result_file = fork / f".result-{uuid.uuid4().hex}.json"
-    pid = os.fork()
-    if pid == 0:  # the child: it never returns into pytest
-        try:
-            for name in [name for name in sys.modules if name.split(".")[0] == "src"]:
-                del sys.modules[name]
-            sys.path.insert(0, str(fork))
-            os.environ.pop("PROJECT_ROOT", None)  # set anew by the fork's src/__init__.py
-            script = Path(command[0]).stem
-            result = run_in_process(*command[1:], cwd=fork, script=script, root=fork)
-            result_file.write_text(json.dumps([result.returncode, result.stdout, result.stderr]))
-        finally:
-            os._exit(0)
-    wait_for_exit(pid, timeout=600)
+    process = FORKS.Process(target=run_in_the_fork, args=(fork, command, result_file))
+    process.start()
+    assert wait_for_exit(process, timeout=600) == 0
     returncode, stdout, stderr = json.loads(result_file.read_text())
     return subprocess.CompletedProcess(command, returncode, stdout, stderr)
+
+
+def run_in_the_fork(fork: Path, command: tuple[str, ...], result_file: Path) -> None:
+    """An entry point of the fork, run in this process with the fork's ``src`` imported."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "src"]:
+        del sys.modules[name]
+    sys.path.insert(0, str(fork))
+    os.environ.pop("PROJECT_ROOT", None)  # set anew by the fork's src/__init__.py
+    result = run_in_process(*command[1:], cwd=fork, script=Path(command[0]).stem, root=fork)
+    result_file.write_text(json.dumps([result.returncode, result.stdout, result.stderr]))
 
 
 def test_the_section_adds_a_net_data_modules_and_a_loader_config():
@@ -133,7 +133,8 @@ def test_the_section_adds_a_net_data_modules_and_a_loader_config():
 def test_the_pair_tests_find_the_new_net_and_data_sets(fork):
     result = run(fork, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_train.py")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    passed = set(re.findall(r"::(\w+)\[([\w-]+)\] PASSED", result.stdout))
+    # "PASSED tests/test_train.py::test[pair]": its pytest runs on workers (pytest-xdist)
+    passed = set(re.findall(r"PASSED \S+::(\w+)\[([\w-]+)\]", result.stdout))
     trained = {pair for test, pair in passed if test.startswith("test_fast_dev_run")}
     refused = {pair for test, pair in passed if test.startswith("test_every_unsupported")}
     images = ["digits", "fashion_mnist", "kmnist", "mnist"]

@@ -17,7 +17,6 @@ how many batches of the epoch that repeats.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shlex
 import signal
@@ -41,7 +40,7 @@ from src.harness.overrides import job_overrides, override, override_key
 from src.harness.paths import move_aside
 from src.harness.provenance import resolved_config
 from src.harness.stop_checkpoint import StopAtBatch
-from src.harness.sweep_stops import stopped_sweep
+from src.harness.sweep_stops import in_a_launchers_pool, stopped_sweep
 from src.harness.sweeps import TRIAL_ENV
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ def console_report(message: str, signal_name: str) -> str | None:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun or os.environ.get("SUBMITIT_EXECUTOR"):
         return message
-    if TRIAL_ENV in os.environ or multiprocessing.parent_process() is not None:
+    if TRIAL_ENV in os.environ or in_a_launchers_pool():
         return None  # the search, or the sweep's main process, says how to go on
     sweep_dir = Path(HydraConfig.get().sweep.dir)
     overrides = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides

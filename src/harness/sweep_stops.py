@@ -86,11 +86,19 @@ def end_with_the_sweep() -> None:
     Polled rather than ``prctl(PR_SET_PDEATHSIG)``, which fires when the *thread* that
     started the process ends, and loky starts replacement workers from a thread of its
     own. The basic launcher runs each job in the sweep's main process, whose parent is a
-    shell that it must outlive (``nohup``): there is nothing to watch there.
+    shell that it must outlive (``nohup``): there is nothing to watch there; nor in a
+    process that a forkserver made for another program, whose parent is not the server.
     """
-    parent = multiprocessing.parent_process()
-    if parent is not None:
+    if in_a_launchers_pool():
+        parent = multiprocessing.parent_process()
         threading.Thread(target=stop_when_orphaned, args=(parent.pid,), daemon=True).start()
+
+
+def in_a_launchers_pool() -> bool:
+    """Whether a launcher's process pool (joblib's loky) started this process: its parent
+    is the process that started it, unlike one that a forkserver made for another program."""
+    parent = multiprocessing.parent_process()
+    return parent is not None and parent.pid == os.getppid()
 
 
 def stop_when_orphaned(parent_pid: int) -> None:
