@@ -80,6 +80,16 @@ def keep_composed_project_configs() -> None:
 keep_composed_project_configs()
 
 
+@pytest.fixture(autouse=True)
+def signal_handlers() -> Iterator[None]:
+    """Each test starts with the process's Ctrl-C and SIGTERM handlers: a run stopped
+    in-process leaves a second Ctrl-C exiting at once, as it should in a command."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: a worker per core, at most 4; each worker holds torch and Lightning
     (over 1 GB), and the suite's longest tests set a floor that more workers cannot lower."""

@@ -12,7 +12,7 @@ import os
 import re
 import shlex
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,15 +41,6 @@ def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("logs") / "train" / "runs" / "three"
     train(compose_config([*TINY, "trainer.max_epochs=3", "test=false"], folder))
     return folder
-
-
-@pytest.fixture(autouse=True)
-def signal_handlers() -> Iterator[None]:
-    """A stopped run leaves a second Ctrl-C exiting at once: restore pytest's handlers."""
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
 
 
 def fails(task: Callable[[DictConfig], object], cfg: DictConfig) -> str:

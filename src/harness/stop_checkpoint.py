@@ -85,8 +85,10 @@ class StopAtBatch(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.pending, self.saved = None, None
-        # signal.signal works in the main thread only (a notebook's or a launcher's thread)
-        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+        # signal.signal works in the main thread only (a notebook's or a launcher's thread);
+        # held already (a second fit before a release), the handlers to give back are kept
+        main = threading.current_thread() is threading.main_thread()
+        if trainer.world_size == 1 and main and not self.previous:
             requeue = [REQUEUE_SIGNAL] if callable(signal.getsignal(REQUEUE_SIGNAL)) else []
             held = (*STOP_SIGNALS, *requeue)
             self.previous = {signum: signal.signal(signum, self.hold) for signum in held}
