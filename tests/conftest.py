@@ -82,9 +82,12 @@ keep_composed_project_configs()
 
 @pytest.fixture(autouse=True)
 def signal_handlers() -> Iterator[None]:
-    """Each test starts with the process's Ctrl-C and SIGTERM handlers: a run stopped
-    in-process leaves a second Ctrl-C exiting at once, as it should in a command."""
+    """Each test starts with Ctrl-C raising KeyboardInterrupt, as in a command started from a
+    terminal (a shell starts a background job with Ctrl-C ignored, and pytest inherits
+    that), and ends with the process's handlers back: a run stopped in-process leaves a
+    second Ctrl-C exiting at once, as it should in a command."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
