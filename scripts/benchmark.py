@@ -210,20 +210,28 @@ def read_idx_array(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * raw[3]).reshape(shape)
 
 
+def mnist_test_digits() -> tuple[np.ndarray, np.ndarray, bool]:
+    """The 10,000 real MNIST test digits (uint8 images, labels) from ../shared/data, else as
+    many random 28x28 images; and whether they are the real ones."""
+    real = SHARED_DATA / "MNIST" / "raw"
+    if (real / "t10k-images-idx3-ubyte.gz").is_file():
+        images = read_idx_array(real / "t10k-images-idx3-ubyte.gz")
+        return images, read_idx_array(real / "t10k-labels-idx1-ubyte.gz"), True
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=10_000).astype(np.uint8)
+    return rng.integers(0, 256, size=(10_000, 28, 28)).astype(np.uint8), labels, False
+
+
 def make_mnist_dir(root: Path, num_train: int) -> str:
     """Write uncompressed MNIST IDX files (readable by torchvision too); say what they hold."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    real = SHARED_DATA / "MNIST" / "raw"
-    if (real / "t10k-images-idx3-ubyte.gz").is_file():
-        images = read_idx_array(real / "t10k-images-idx3-ubyte.gz")
-        labels = read_idx_array(real / "t10k-labels-idx1-ubyte.gz")
-        source = f"the 10,000 real MNIST test images, repeated to {num_train:,}"
-    else:
-        rng = np.random.default_rng(0)
-        labels = rng.integers(0, 10, size=10_000).astype(np.uint8)
-        images = rng.integers(0, 256, size=(10_000, 28, 28)).astype(np.uint8)
-        source = f"{num_train:,} generated random 28x28 images"
+    images, labels, real = mnist_test_digits()
+    source = (
+        f"the 10,000 real MNIST test images, repeated to {num_train:,}"
+        if real
+        else f"{num_train:,} generated random 28x28 images"
+    )
     repeats = -(-num_train // len(labels))
     write_idx(raw / "train-images-idx3-ubyte", np.tile(images, (repeats, 1, 1))[:num_train])
     write_idx(raw / "train-labels-idx1-ubyte", np.tile(labels, repeats)[:num_train])
@@ -549,16 +557,12 @@ def write_digit_folder(root: Path, count: int) -> str:
     """``count`` MNIST-format PNGs in class folders ``root/<digit>/``; say what they hold."""
     from PIL import Image
 
-    real = SHARED_DATA / "MNIST" / "raw"
-    if (real / "t10k-images-idx3-ubyte.gz").is_file():
-        images = read_idx_array(real / "t10k-images-idx3-ubyte.gz")
-        labels = read_idx_array(real / "t10k-labels-idx1-ubyte.gz")
-        source = f"the real MNIST test digits repeated to {count:,} PNGs"
-    else:
-        rng = np.random.default_rng(0)
-        labels = rng.integers(0, 10, size=10_000)
-        images = rng.integers(0, 256, size=(10_000, 28, 28)).astype(np.uint8)
-        source = f"{count:,} generated random 28x28 PNGs"
+    images, labels, real = mnist_test_digits()
+    source = (
+        f"the real MNIST test digits repeated to {count:,} PNGs"
+        if real
+        else f"{count:,} generated random 28x28 PNGs"
+    )
     for digit in range(10):
         (root / str(digit)).mkdir(parents=True)
     for n in range(count):
