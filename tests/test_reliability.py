@@ -146,6 +146,14 @@ class SignalAt(Callback):
         os.kill(os.getpid(), self.signum)
 
 
+def signal_at(step: int, signal_name: str, marker: Path | None = None) -> list[str]:
+    """The overrides that add :class:`SignalAt` to a run (``marker``: a rerun is not signalled)."""
+    added = "+callbacks.signal_at"
+    overrides = [f"{added}._target_=tests.test_reliability.SignalAt", f"{added}.step={step}"]
+    overrides.append(f"{added}.signal_name={signal_name}")
+    return overrides + ([f"{added}.marker={marker}"] if marker else [])
+
+
 @pytest.mark.parametrize(("signal_name", "exit_code"), [("SIGINT", 130), ("SIGTERM", 143)])
 def test_signal_mid_epoch_exits_non_zero_with_that_batch_saved_and_named(
     make_cfg, signal_name, exit_code, capsys
@@ -153,9 +161,7 @@ def test_signal_mid_epoch_exits_non_zero_with_that_batch_saved_and_named(
     # 600 samples, batch 64: 7 steps per epoch; step 10 is in the middle of epoch 1.
     cfg = make_cfg(
         *SMALL,
-        "+callbacks.interrupt._target_=tests.test_reliability.SignalAt",
-        "+callbacks.interrupt.step=10",
-        f"+callbacks.interrupt.signal_name={signal_name}",
+        *signal_at(10, signal_name),
     )
     sigint_handler = signal.getsignal(signal.SIGINT)
     try:
@@ -198,10 +204,7 @@ def test_requeued_job_resumes_from_the_checkpoint_its_first_attempt_left(
         *SMALL,
         "trainer.max_epochs=2",
         "test=false",
-        "+callbacks.preempt._target_=tests.test_reliability.SignalAt",
-        "+callbacks.preempt.step=10",
-        "+callbacks.preempt.signal_name=SIGTERM",
-        f"+callbacks.preempt.marker={tmp_path / 'preempted'}",
+        *signal_at(10, "SIGTERM", tmp_path / "preempted"),
     )
     with pytest.raises(SystemExit):
         train(cfg)
@@ -315,10 +318,7 @@ def test_several_steps_per_call_stop_at_the_end_of_a_group_and_resume_at_the_nex
     straight = train(compose_config([*QUIET, *common], tmp_path / "straight"))
     cfg = make_cfg(
         *common,
-        "+callbacks.preempt._target_=tests.test_reliability.SignalAt",
-        "+callbacks.preempt.step=10",
-        "+callbacks.preempt.signal_name=SIGTERM",
-        f"+callbacks.preempt.marker={tmp_path / 'preempted'}",
+        *signal_at(10, "SIGTERM", tmp_path / "preempted"),
     )
     with pytest.raises(SystemExit) as excinfo:
         train(cfg)

@@ -33,7 +33,13 @@ from src.harness.stop_checkpoint import StopAtBatch
 from src.models.module import SupervisedModule
 from src.train import train
 from tests.conftest import QUIET, compose_config
-from tests.test_reliability import SMALL, SignalAt, interrupt_after_first_epoch, start_training
+from tests.test_reliability import (
+    SMALL,
+    SignalAt,
+    interrupt_after_first_epoch,
+    signal_at,
+    start_training,
+)
 
 # 600 samples, batch 64: 7 batches an epoch; step 10 is batch 3 of epoch 1. Shuffled, with
 # dropout: the order and the random stream must both go on where they stopped.
@@ -60,10 +66,7 @@ def stop_and_resume(make_cfg, tmp_path, monkeypatch, *overrides: str) -> tuple[d
     cfg = make_cfg(
         *COMMON,
         *overrides,
-        "+callbacks.preempt._target_=tests.test_reliability.SignalAt",
-        "+callbacks.preempt.step=10",
-        "+callbacks.preempt.signal_name=SIGTERM",
-        f"+callbacks.preempt.marker={tmp_path / 'preempted'}",
+        *signal_at(10, "SIGTERM", tmp_path / "preempted"),
     )
     with pytest.raises(SystemExit) as excinfo:
         train(cfg)
@@ -168,9 +171,7 @@ def test_a_checkpoint_without_the_new_state_resumes_at_the_epoch_start_and_any_e
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     cfg = make_cfg(
         *COMMON,
-        "+callbacks.preempt._target_=tests.test_reliability.SignalAt",
-        "+callbacks.preempt.step=10",
-        "+callbacks.preempt.signal_name=SIGINT",
+        *signal_at(10, "SIGINT"),
     )
     with pytest.raises(SystemExit):
         train(cfg)
