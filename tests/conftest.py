@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra._internal import config_loader_impl
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.config_repository import ConfigRepository
+from hydra._internal.defaults_list import DefaultsList, Overrides
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -44,15 +46,18 @@ torch.set_num_threads(1)
 
 
 def keep_composed_project_configs() -> None:
-    """Hydra reads, parses and merges the ~40 YAML files of a config each time it composes
-    one: 0.15 s, a third of a tiny test, which the suite pays some 600 times. The project's
-    own configs/ never change while the tests run, so what is read and merged from it is
-    kept and copied; configs copied elsewhere (a test's fork) are read as usual. Private
-    names of hydra-core, checked with 1.3.8: ConfigRepository.load_config and
+    """Hydra reads and parses the ~40 YAML files of a config, walks its defaults tree and
+    merges the files each time it composes one: 0.15 s, a third of a tiny test, which the
+    suite pays some 600 times. The project's own configs/ never change while the tests run,
+    so what is read, walked and merged from it is kept and copied; configs copied elsewhere
+    (a test's fork) are read as usual. Private names of hydra-core, checked with 1.3.8:
+    ConfigRepository.load_config, config_loader_impl.create_defaults_list, Overrides and
     ConfigLoaderImpl._compose_config_from_defaults_list."""
     project = str(CONFIG_DIR)
     read, merged = ConfigRepository.load_config, ConfigLoaderImpl._compose_config_from_defaults_list
+    walk = config_loader_impl.create_defaults_list
     files: dict[str, Any] = {}
+    trees: dict[tuple, DefaultsList] = {}
     configs: dict[tuple, Any] = {}
 
     def ours(repo: Any) -> bool:
@@ -65,6 +70,26 @@ def keep_composed_project_configs() -> None:
             files[config_path] = read(repo, config_path)
         return copy.deepcopy(files[config_path])
 
+    def walk_once(
+        repo: Any, config_name: str | None, overrides_list: list, **flags: bool
+    ) -> DefaultsList:
+        """The tree depends on the config groups chosen, added and deleted only: values
+        (``trainer.max_epochs=1``) are applied after it, so they are left out of the key."""
+        if not ours(repo):
+            return walk(repo, config_name, overrides_list, **flags)
+        values = Overrides(repo, overrides_list).config_overrides
+        groups = [o for o in overrides_list if o not in values and not o.is_sweep_override()]
+        key = (config_name, *flags.items(), *(o.input_line for o in groups))
+        if key not in trees:
+            trees[key] = walk(repo, config_name, overrides_list, **flags)
+        kept = trees[key]
+        return DefaultsList(
+            defaults=copy.deepcopy(kept.defaults),
+            config_overrides=values,
+            defaults_tree=kept.defaults_tree,
+            overrides=kept.overrides,
+        )
+
     def merge_once(loader: ConfigLoaderImpl, defaults: list, repo: Any) -> Any:
         if not ours(repo):
             return merged(loader, defaults, repo)
@@ -74,6 +99,7 @@ def keep_composed_project_configs() -> None:
         return copy.deepcopy(configs[key])
 
     ConfigRepository.load_config = read_once
+    config_loader_impl.create_defaults_list = walk_once
     ConfigLoaderImpl._compose_config_from_defaults_list = merge_once
 
 
