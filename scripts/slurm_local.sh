@@ -65,12 +65,18 @@ write_config() {
             "configuration, so use that cluster (hydra/launcher=slurm needs only sbatch to reach" \
             "it). Nothing was changed."
     fi
-    # The node as slurmd detects it (CPUs, sockets, cores, threads, memory). RealMemory is
-    # lowered by 10%: a node that reports less memory than configured is drained.
-    local node memory
+    # The node as slurmd detects it, with at least 8 cores: jobs share the real ones as the
+    # processes of a laptop do, so that several sweeps (the tests' too) run at once rather
+    # than queue (SlurmdParameters=config_overrides keeps slurmd from draining a node with
+    # fewer). RealMemory is lowered by 10%: a node that reports less memory than configured
+    # is drained.
+    local node memory cores
     node=$(slurmd -C | head -n 1)
     memory=$(sed -E 's/.*RealMemory=([0-9]+).*/\1/' <<<"$node")
-    node=$(sed -E "s/RealMemory=[0-9]+/RealMemory=$((memory * 9 / 10))/" <<<"$node")
+    cores=$(sed -E 's/.* CPUs=([0-9]+).*/\1/' <<<"$node")
+    cores=$((cores > 8 ? cores : 8))
+    node="NodeName=$HOST CPUs=$cores Boards=1 SocketsPerBoard=1 CoresPerSocket=$cores"
+    node+=" ThreadsPerCore=1 RealMemory=$((memory * 9 / 10))"
     mkdir -p "$(dirname "$CONF")"
     cat >"$CONF" <<EOF
 $MARK
@@ -98,6 +104,7 @@ SlurmdSpoolDir=$STATE/slurmd
 StateSaveLocation=$STATE/slurmctld
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
+SlurmdParameters=config_overrides
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -10,6 +10,7 @@ import io
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -56,9 +57,9 @@ def keep_composed_project_configs() -> None:
     project = str(CONFIG_DIR)
     read, merged = ConfigRepository.load_config, ConfigLoaderImpl._compose_config_from_defaults_list
     walk = config_loader_impl.create_defaults_list
-    files: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
     trees: dict[tuple, DefaultsList] = {}
-    configs: dict[tuple, Any] = {}
+    configs: dict[tuple, bytes] = {}
 
     def ours(repo: Any) -> bool:
         return {s.path for s in repo.get_sources() if s.scheme() == "file"} == {project}
@@ -67,8 +68,8 @@ def keep_composed_project_configs() -> None:
         if not ours(repo):
             return read(repo, config_path)
         if config_path not in files:
-            files[config_path] = read(repo, config_path)
-        return copy.deepcopy(files[config_path])
+            files[config_path] = pickle.dumps(read(repo, config_path))
+        return pickle.loads(files[config_path])  # a copy, twice as fast as copy.deepcopy
 
     def walk_once(
         repo: Any, config_name: str | None, overrides_list: list, **flags: bool
@@ -95,8 +96,8 @@ def keep_composed_project_configs() -> None:
             return merged(loader, defaults, repo)
         key = tuple((d.config_path, d.package, d.parent, d.is_self, d.primary) for d in defaults)
         if key not in configs:
-            configs[key] = merged(loader, defaults, repo)
-        return copy.deepcopy(configs[key])
+            configs[key] = pickle.dumps(merged(loader, defaults, repo))
+        return pickle.loads(configs[key])
 
     ConfigRepository.load_config = read_once
     config_loader_impl.create_defaults_list = walk_once

@@ -1,13 +1,17 @@
-"""The command line itself: one run in a subprocess as a user types it; the rest run the
-same Hydra main in this process (``run_in_process``)."""
+"""The command line itself: one run in a subprocess as a user types it (slow: a new
+interpreter imports torch and Lightning); the rest run the same Hydra main in this process
+(``run_in_process``)."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_in_process, run_script
 
 
+@pytest.mark.slow
 def test_default_run_from_another_directory_writes_a_complete_run(tmp_path, monkeypatch):
     """Hydra imports every module in hydra_plugins/ when any run starts; the sweeper there
     leaves Optuna and SQLAlchemy (0.14 s together) to the search."""

@@ -204,6 +204,7 @@ def test_code_in_the_recorded_data_config_is_refused_by_eval(run, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # three processes training at once
 def test_runs_started_together_each_get_their_own_complete_folder(tmp_path):
     """Three runs started at once into one log folder, each with a net of its own width."""
     widths = [8, 16, 32]

@@ -47,6 +47,7 @@ def mlflow_run(tracking_uri: str, experiment: str = "train"):
     return run
 
 
+@pytest.mark.slow  # an MLflow store and a W&B run created: 5-10 s
 def test_every_logger_gets_the_same_metrics_params_and_run_name(make_cfg, tmp_path, wandb_offline):
     pytest.importorskip("mlflow", reason='logger=mlflow needs pip install -e ".[mlflow]"')
     logs = tmp_path / "logs"
@@ -75,6 +76,7 @@ def test_every_logger_gets_the_same_metrics_params_and_run_name(make_cfg, tmp_pa
     assert list((run_dir / "wandb").glob(f"offline-run-*-{wandb_run.id}/run-{wandb_run.id}.wandb"))
 
 
+@pytest.mark.slow  # W&B starts a service process of its own
 def test_each_wandb_run_of_a_process_is_a_run_of_its_own(make_cfg, wandb_offline):
     """As the jobs of a sweep in one process: Lightning's logger would reuse the first run."""
     ids = []

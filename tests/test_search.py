@@ -309,6 +309,7 @@ def open_shared_study_when_told(storage: str, go: Path, ready: Path) -> None:
     search.open_study(optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())
 
 
+@pytest.mark.slow  # four processes of its own
 def test_workers_that_start_at_once_on_a_new_database_all_open_the_study(tmp_path):
     # as the workers of a SLURM array would: each, once started, waits for the signal to
     # open the study at the same moment, so that several create the new database's tables.

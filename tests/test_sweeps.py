@@ -107,7 +107,8 @@ def test_a_sweep_rerun_with_other_values_keeps_the_earlier_finished_jobs_whole(t
     assert "Skipped: this job already finished" in result.stdout + result.stderr  # job 1
 
 
-@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a sweep in a process of its own, stopped by a signal
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_sweep_prints_once_the_command_that_goes_on_with_it(tmp_path, launcher, signum):
     sweep = tmp_path / "sweep"
