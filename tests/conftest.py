@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gzip
 import importlib
+import importlib.metadata
 import io
 import logging
 import multiprocessing
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import omegaconf.base
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal import config_loader_impl
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -41,9 +43,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # The tests' models are tiny: a second intra-op thread buys nothing, and on a small machine
 # busy with other work its spin-waits made a LeNet step several times slower (10 s against
 # 1 s for the real-MNIST test on 2 shared cores). train() keeps a thread count that
-# OMP_NUM_THREADS sets (num_threads=null), and so do the CLI tests' subprocesses.
+# OMP_NUM_THREADS sets (num_threads=null), and so do the CLI tests' subprocesses. Set before
+# torch is imported (conftest does not import it: pytest-xdist's controller runs no test).
 os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1)
 
 
 def keep_composed_project_configs() -> None:
@@ -105,6 +107,27 @@ def keep_composed_project_configs() -> None:
 
 
 keep_composed_project_configs()
+
+
+# OmegaConf parses an interpolation's text again each time it resolves it (7% of the
+# suite): the parse of a text is kept. Private name, checked with omegaconf 2.3.0.
+omegaconf.base.parse = functools.lru_cache(maxsize=4096)(omegaconf.base.parse)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_and_lightning_set_up() -> None:
+    """One intra-op thread (OMP_NUM_THREADS=1 does it unless torch was imported before
+    conftest), and no entry-point lookup at each Trainer: Lightning reads every installed
+    package's entry points for external callbacks each time (5 ms, some 400 times), so
+    where none is installed it is told so once. A fixture, not an import: pytest-xdist's
+    controller runs no test and need not import either. Private name, checked with
+    Lightning 2.6.6: callback_connector._load_external_callbacks."""
+    import torch
+    from lightning.pytorch.trainer.connectors import callback_connector
+
+    torch.set_num_threads(1)
+    if not importlib.metadata.entry_points(group="lightning.pytorch.callbacks_factory"):
+        callback_connector._load_external_callbacks = lambda group: []
 
 
 @pytest.fixture(autouse=True)
@@ -207,7 +230,7 @@ def clean_forks() -> multiprocessing.context.ForkServerContext:
     child forked after DDP ran in the parent). The server keeps the environment it started
     with: set what a run needs in its arguments."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.conftest"])
+    context.set_forkserver_preload(["tests.conftest", "src.train"])
     return context
 
 

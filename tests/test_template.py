@@ -131,10 +131,11 @@ def test_the_section_adds_a_net_data_modules_and_a_loader_config():
 
 @pytest.mark.slow  # a pytest of the fork in a subprocess: about 25 s
 def test_the_pair_tests_find_the_new_net_and_data_sets(fork):
-    result = run(fork, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_train.py")
+    # -n 0: in one process, as two workers would each import torch and Lightning again
+    command = ["-m", "pytest", "-v", "-n", "0", "-p", "no:cacheprovider", "tests/test_train.py"]
+    result = run(fork, *command)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    # "PASSED tests/test_train.py::test[pair]": its pytest runs on workers (pytest-xdist)
-    passed = set(re.findall(r"PASSED \S+::(\w+)\[([\w-]+)\]", result.stdout))
+    passed = set(re.findall(r"::(\w+)\[([\w-]+)\] PASSED", result.stdout))
     trained = {pair for test, pair in passed if test.startswith("test_fast_dev_run")}
     refused = {pair for test, pair in passed if test.startswith("test_every_unsupported")}
     images = ["digits", "fashion_mnist", "kmnist", "mnist"]
