@@ -149,6 +149,27 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(4, len(os.sched_getaffinity(0)))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Where tests run (not in pytest-xdist's controller), Lightning's PossibleUserWarning
+    is not recorded: its advice on tiny runs (500 warnings a run) made the controller,
+    which unpickles each warning's class to list it, import Lightning and torch (4 s)."""
+    if not session.config.pluginmanager.has_plugin("dsession"):
+        from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A pytest-xdist worker has sent every result by now; it leaves without the 2-4 s an
+    interpreter holding torch and Lightning takes to tear itself down, which the whole run
+    would otherwise wait for."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def run_script(*args: str, cwd: Path, script: str = "train") -> subprocess.CompletedProcess:
     """``python src/<script>.py ARGS`` as a user runs it, on this checkout's code."""
     return subprocess.run(
