@@ -41,6 +41,12 @@ launch() {
     echo $! >"$STATE/$name.pid"
 }
 
+# Whether the process launched for daemon $1 still runs (under any name: it may not have
+# reached the daemon's own exec yet on a busy machine).
+launched() {
+    alive "$(cat "$STATE/$1.pid" 2>/dev/null)"
+}
+
 node_state() {
     timeout 5 sinfo --noheader --nodes="$HOST" --format=%T 2>/dev/null || true
 }
@@ -121,7 +127,7 @@ start_munge() {
     launch munged setpriv --reuid=munge --regid=munge --init-groups munged --foreground
     local deadline=$((SECONDS + WAIT_S))
     until munge -n 2>/dev/null | unmunge >/dev/null 2>&1; do
-        running_pid munged >/dev/null || fail "munged did not start: see $STATE/log/munged.log"
+        launched munged || fail "munged did not start: see $STATE/log/munged.log"
         [ "$SECONDS" -lt "$deadline" ] || fail "munged did not answer within ${WAIT_S} s"
         sleep 0.5
     done
@@ -151,7 +157,7 @@ start() {
     local deadline=$((SECONDS + WAIT_S))
     until [ "$(node_state)" = idle ]; do
         for daemon in slurmctld slurmd; do
-            running_pid "$daemon" >/dev/null || fail "$daemon stopped while starting: see" \
+            launched "$daemon" || fail "$daemon stopped while starting: see" \
                 "$STATE/log/$daemon.log ($(tail -n 1 "$STATE/log/$daemon.log" 2>/dev/null))"
         done
         [ "$SECONDS" -lt "$deadline" ] || fail "the node $HOST was not idle in sinfo within" \
