@@ -114,22 +114,6 @@ keep_composed_project_configs()
 omegaconf.base.parse = functools.lru_cache(maxsize=4096)(omegaconf.base.parse)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def torch_and_lightning_set_up() -> None:
-    """One intra-op thread (OMP_NUM_THREADS=1 does it unless torch was imported before
-    conftest), and no entry-point lookup at each Trainer: Lightning reads every installed
-    package's entry points for external callbacks each time (5 ms, some 400 times), so
-    where none is installed it is told so once. A fixture, not an import: pytest-xdist's
-    controller runs no test and need not import either. Private name, checked with
-    Lightning 2.6.6: callback_connector._load_external_callbacks."""
-    import torch
-    from lightning.pytorch.trainer.connectors import callback_connector
-
-    torch.set_num_threads(1)
-    if not importlib.metadata.entry_points(group="lightning.pytorch.callbacks_factory"):
-        callback_connector._load_external_callbacks = lambda group: []
-
-
 @pytest.fixture(autouse=True)
 def signal_handlers() -> Iterator[None]:
     """Each test starts with Ctrl-C raising KeyboardInterrupt, as in a command started from a
@@ -150,13 +134,27 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Where tests run (not in pytest-xdist's controller), Lightning's PossibleUserWarning
-    is not recorded: its advice on tiny runs (500 warnings a run) made the controller,
-    which unpickles each warning's class to list it, import Lightning and torch (4 s)."""
-    if not session.config.pluginmanager.has_plugin("dsession"):
-        from lightning.fabric.utilities.warnings import PossibleUserWarning
+    """Where tests run (not in pytest-xdist's controller, which runs none and so imports
+    neither torch nor Lightning):
+    - one intra-op thread (OMP_NUM_THREADS=1 does it unless torch was imported before);
+    - no entry-point lookup at each Trainer: Lightning reads every installed package's entry
+      points for external callbacks each time (5 ms, some 400 times), so where none is
+      installed it is told so once (private name, checked with Lightning 2.6.6:
+      callback_connector._load_external_callbacks);
+    - Lightning's PossibleUserWarning not recorded: its advice on tiny runs (500 warnings a
+      run) made the controller, which unpickles each warning's class to list it, import
+      Lightning and torch (4 s). Set here, not in a fixture: a filter set during a test
+      ends with it."""
+    if session.config.pluginmanager.has_plugin("dsession"):
+        return
+    import torch
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+    from lightning.pytorch.trainer.connectors import callback_connector
 
-        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+    torch.set_num_threads(1)
+    if not importlib.metadata.entry_points(group="lightning.pytorch.callbacks_factory"):
+        callback_connector._load_external_callbacks = lambda group: []
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)
 
 
 @pytest.hookimpl(trylast=True)
